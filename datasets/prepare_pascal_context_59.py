@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Convert PASCAL Context (full 459-class .mat release) into zsmask's 59-class label PNGs.
+
+Input (official releases, under --root, default $DETECTRON2_DATASETS or ./datasets):
+  VOCdevkit/VOC2010/JPEGImages/<id>.jpg                  (VOCtrainval_03-May-2010.tar)
+  VOCdevkit/VOC2010/ImageSets/Main/{train,val}.txt       (the image split; overridable)
+  VOCdevkit/VOC2010/trainval/<id>.mat                    (PASCAL-Context trainval.tar.gz:
+                                                          'LabelMap', ids 1..459, 0 = unlabeled)
+  VOCdevkit/VOC2010/labels.txt                           (same archive: "<id>: <name>" lines)
+Output:
+  VOCdevkit/VOC2010/annotations_ctx59/{train,val}/<id>.png   (4,996 / 5,104 images with labels)
+The 59 most frequent classes (zsmask.data.builtin_meta.PCONTEXT59_CLASSES, matched by name in
+labels.txt) become ids 0..58; the other 400 classes and unlabeled pixels become 255.
+Images without a .mat file are skipped and counted.
+"""
+import argparse
+import os
+import re
+import sys
+
+import numpy as np
+
+from zsmask.data.builtin_meta import PCONTEXT59_CLASSES
+from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, read_id_list, require_dir
+
+HELP = (
+    "Extract VOC 2010 (VOCtrainval_03-May-2010.tar) under --root and PASCAL-Context's "
+    "trainval.tar.gz into VOCdevkit/VOC2010 (giving trainval/*.mat and labels.txt)."
+)
+
+
+def read_labels_txt(path: str) -> dict:
+    """Parse ``"<id>: <name>"`` lines into ``{name: id}``."""
+    if not os.path.isfile(path):
+        raise RawDatasetError(f"PASCAL-Context labels.txt not found: {path}\n{HELP}")
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*(\d+)\s*:\s*(.+?)\s*$", line)
+            if m:
+                out[m.group(2)] = int(m.group(1))
+    return out
+
+
+def build_lut(names_to_ids: dict) -> np.ndarray:
+    missing = [c for c in PCONTEXT59_CLASSES if c not in names_to_ids]
+    if missing:
+        raise RawDatasetError(f"labels.txt lacks the 59-class names {missing}; is it PASCAL-Context's 459-class list?")
+    size = max(names_to_ids.values()) + 1
+    lut = np.full(max(size, 256), 255, dtype=np.uint8)
+    for contiguous, name in enumerate(PCONTEXT59_CLASSES):
+        lut[names_to_ids[name]] = contiguous
+    return lut
+
+
+class MatConverter:
+    def __init__(self, lut: np.ndarray):
+        self.lut = lut
+
+    def __call__(self, path: str) -> np.ndarray:
+        from scipy.io import loadmat
+
+        return apply_lut(np.asarray(loadmat(path)["LabelMap"], dtype=np.int64), self.lut, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    p.add_argument("--split-dir", help="folder with train.txt / val.txt (default: VOC2010/ImageSets/Main)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
+    args = p.parse_args(argv)
+    voc = os.path.join(args.root, "VOCdevkit", "VOC2010")
+    try:
+        require_dir(voc, "VOC 2010", HELP)
+        mat_dir = os.path.join(voc, "trainval")
+        require_dir(mat_dir, "PASCAL-Context trainval/ (.mat label maps)", HELP)
+        convert = MatConverter(build_lut(read_labels_txt(os.path.join(voc, "labels.txt"))))
+        split_dir = args.split_dir or os.path.join(voc, "ImageSets", "Main")
+        for split in ("train", "val"):
+            ids = read_id_list(os.path.join(split_dir, f"{split}.txt"), f"{split} list", HELP)
+            have = [i for i in ids if os.path.exists(os.path.join(mat_dir, i + ".mat"))]
+            out_dir = os.path.join(voc, "annotations_ctx59", split)
+            jobs = [(os.path.join(mat_dir, i + ".mat"), os.path.join(out_dir, i + ".png")) for i in have]
+            n = convert_all(jobs, convert, args.workers, desc=split)
+            print(f"{split}: {len(have)} labels in {out_dir} ({n} written now; {len(ids) - len(have)} ids without .mat skipped)")
+    except (RawDatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Datasets: zero-shot split definitions, catalog registration, mappers, image I/O.
+
+Importing this package registers the built-in benchmarks (``voc_zs_*``, ``coco_stuff_zs_*``,
+``pcontext_zs_*``) under ``$DETECTRON2_DATASETS``.
+"""
+from . import builtin_meta
+from .builtin import BUILTIN_SPLITS, builtin_datasets_root, register_all_builtin
+from .catalog import (
+    DatasetNotFoundError,
+    RegisteredSplit,
+    SemSegFolder,
+    label_map_for_dataset,
+    load_sem_seg_folder,
+    register_zero_shot_split,
+)
+from .dataset_mapper import ZeroShotSemSegDatasetMapper
+from .image_io import ImageReadError, LabelFileError, read_image, read_sem_seg
+from .splits import SplitDefinitionError, ZeroShotSplit, vocabulary_label_map
+
+register_all_builtin()

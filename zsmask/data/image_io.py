@@ -1,0 +1,112 @@
+"""Reading images and label maps with clear errors and the conversions users expect.
+
+* Images of any PIL mode become 8-bit RGB (or BGR): grayscale is replicated, palette and
+  CMYK are converted, RGBA drops its alpha, 16-bit and 32-bit grayscale are rescaled from
+  their full range (not clipped), and EXIF orientation is applied (as detectron2 does).
+* Label maps must hold single-channel class ids (8 or 16 bit); dataset ids are turned into
+  vocabulary indices with a look-up table, and ids that are neither a class nor the ignore
+  label are reported with the file's path.
+"""
+from typing import Optional, Tuple
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .splits import UNMAPPED
+
+__all__ = ["ImageReadError", "LabelFileError", "read_image", "read_sem_seg", "check_same_size"]
+
+
+class ImageReadError(OSError):
+    """An image file is missing, unreadable or corrupt."""
+
+
+class LabelFileError(ValueError):
+    """A label file is unreadable, has the wrong format or size, or holds unknown ids."""
+
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Rescale a high-bit-depth single-channel array to uint8 (full range, not clipped)."""
+    arr = arr.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0 if arr.max(initial=0.0) <= 255.0 else arr.max()
+    else:
+        top = 255.0 if arr.max(initial=0) <= 255 else 65535.0
+    return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def read_image(path: str, format: str = "RGB") -> np.ndarray:
+    """Read an image file as an ``(H, W, 3)`` uint8 array in ``format`` ("RGB" or "BGR").
+
+    Raises:
+        ImageReadError: the file is missing, not an image, or truncated / corrupt.
+    """
+    if format not in ("RGB", "BGR"):
+        raise ValueError(f"image format must be 'RGB' or 'BGR', got {format!r}")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+            if img.mode in _HIGH_DEPTH_MODES:
+                gray = _to_uint8(np.asarray(img), img.mode)
+                arr = np.repeat(gray[:, :, None], 3, axis=2)
+            else:
+                arr = np.asarray(img.convert("RGB"))
+    except FileNotFoundError as e:
+        raise ImageReadError(f"image not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from e
+    if format == "BGR":
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def read_sem_seg(path: str, label_map: Optional[np.ndarray] = None, ignore_label: int = 255) -> np.ndarray:
+    """Read a label file as an ``(H, W)`` int64 array.
+
+    Args:
+        path: single-channel PNG (mode L, P or I;16) holding dataset class ids.
+        label_map: optional look-up table (see :func:`~zsmask.data.splits.vocabulary_label_map`)
+            applied to the ids; ids it marks as unmapped raise :class:`LabelFileError`.
+        ignore_label: only used in messages.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P") + _HIGH_DEPTH_MODES[:-1]:
+                raise LabelFileError(
+                    f"label file {path} has mode {img.mode}; labels must be single-channel class ids "
+                    "(8-bit L/P or 16-bit PNG). Colour-coded labels need converting (datasets/prepare_*.py)"
+                )
+            arr = np.asarray(img).astype(np.int64)
+    except FileNotFoundError as e:
+        raise LabelFileError(f"label file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise LabelFileError(f"cannot read label file {path}: {e}") from e
+    if label_map is None:
+        return arr
+    if arr.size and (arr.min() < 0 or arr.max() >= len(label_map)):
+        raise LabelFileError(f"label file {path} holds ids outside [0, {len(label_map) - 1}]")
+    mapped = label_map[arr].astype(np.int64)
+    bad = mapped == UNMAPPED
+    if bad.any():
+        ids = np.unique(arr[bad]).tolist()
+        n = int((label_map != UNMAPPED).sum()) - 1
+        raise LabelFileError(
+            f"label file {path} holds ids {ids[:10]} that are neither a class id of the dataset "
+            f"nor the ignore label {ignore_label}; expected ids 0..{n - 1} (was it converted by "
+            "the prepare script?)"
+        )
+    return mapped
+
+
+def check_same_size(image_hw: Tuple[int, int], label_hw: Tuple[int, int], image_path: str, label_path: str) -> None:
+    """Raise :class:`LabelFileError` naming both files when image and label sizes differ."""
+    if tuple(image_hw) != tuple(label_hw):
+        raise LabelFileError(
+            f"label file {label_path} is {label_hw[0]}x{label_hw[1]} (HxW) but its image "
+            f"{image_path} is {image_hw[0]}x{image_hw[1]}"
+        )

@@ -1,0 +1,176 @@
+"""Generalized zero-shot semantic-segmentation evaluation (GZS3 and ZS3).
+
+A confusion matrix over the dataset variant's vocabulary is accumulated per process,
+summed over processes, and turned into per-class IoU / accuracy and the summary metrics
+
+* ``mIoU`` over all vocabulary classes present in the ground truth,
+* ``mIoU_seen`` / ``mIoU_unseen`` over the seen / unseen classes present,
+* ``hIoU = 2 * mIoU_seen * mIoU_unseen / (mIoU_seen + mIoU_unseen)`` (GZS3 only),
+* ``pAcc`` (pixel accuracy), ``mAcc`` (mean class accuracy), ``fwIoU`` (frequency weighted).
+
+Classes absent from the ground truth of the evaluated set are left out of every mean (their
+``IoU-<name>`` is NaN), as detectron2's ``SemSegEvaluator`` does. Values are percentages.
+Results are returned as ``{"sem_seg": {...}}``, so the flat keys read ``sem_seg/hIoU`` etc.
+"""
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+from tabulate import tabulate
+
+from ..data.catalog import label_map_for_dataset
+from ..data.image_io import read_sem_seg
+
+__all__ = ["GeneralizedZeroShotSemSegEvaluator", "zero_shot_metrics", "harmonic_mean"]
+
+
+def harmonic_mean(seen: float, unseen: float) -> float:
+    """hIoU = 2SU / (S + U); 0 when both are 0, NaN when either is NaN."""
+    if np.isnan(seen) or np.isnan(unseen):
+        return float("nan")
+    return 0.0 if seen + unseen == 0 else 2.0 * seen * unseen / (seen + unseen)
+
+
+def _nanmean_over(values: np.ndarray, ids: Sequence[int]) -> float:
+    picked = values[list(ids)] if len(ids) else np.array([])
+    picked = picked[~np.isnan(picked)]
+    return float(picked.mean()) if picked.size else float("nan")
+
+
+def zero_shot_metrics(conf: np.ndarray, seen_ids: Sequence[int], unseen_ids: Sequence[int]) -> Dict[str, object]:
+    """Metrics from a confusion matrix.
+
+    Args:
+        conf: ``(C + 1, C + 1)`` int64, ``conf[pred, gt]``; the last row / column count the
+            ignore label (rows: never predicted; column: ignored pixels, excluded).
+        seen_ids / unseen_ids: vocabulary indices of seen and unseen classes.
+
+    Returns:
+        dict with per-class ``iou`` / ``acc`` arrays (fractions, NaN for classes absent from
+        the ground truth) and the summary metrics in percent.
+    """
+    num_classes = conf.shape[0] - 1
+    tp = conf.diagonal()[:-1].astype(np.float64)
+    pos_gt = conf[:-1, :-1].sum(axis=0).astype(np.float64)
+    pos_pred = conf[:-1, :-1].sum(axis=1).astype(np.float64)
+    present = pos_gt > 0
+    iou = np.full(num_classes, np.nan)
+    acc = np.full(num_classes, np.nan)
+    union = pos_gt + pos_pred - tp
+    acc[present] = tp[present] / pos_gt[present]
+    iou[present] = tp[present] / union[present]
+    total = pos_gt.sum()
+    out = {
+        "iou": iou,
+        "acc": acc,
+        "mIoU": 100 * _nanmean_over(iou, range(num_classes)),
+        "mAcc": 100 * _nanmean_over(acc, range(num_classes)),
+        "pAcc": 100 * float(tp.sum() / total) if total else float("nan"),
+        "fwIoU": 100 * float(np.sum(iou[present] * pos_gt[present]) / total) if total else float("nan"),
+        "mIoU_seen": 100 * _nanmean_over(iou, seen_ids),
+        "mIoU_unseen": 100 * _nanmean_over(iou, unseen_ids),
+    }
+    out["hIoU"] = harmonic_mean(out["mIoU_seen"], out["mIoU_unseen"])
+    return out
+
+
+class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
+    """detectron2 ``DatasetEvaluator`` for a registered zero-shot variant (``*_test`` or
+    ``*_test_zs3``; any sem-seg dataset with ``stuff_classes`` works, all classes seen).
+
+    ``process`` expects ``outputs[i]["sem_seg"]`` as ``(C, H, W)`` scores over the dataset's
+    vocabulary at the ground truth's resolution; the ground truth is read from
+    ``inputs[i]["sem_seg_file_name"]`` through the variant's label map.
+    """
+
+    def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None):
+        self.dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        meta = MetadataCatalog.get(dataset_name)
+        self.class_names: List[str] = list(meta.stuff_classes)
+        self.num_classes = len(self.class_names)
+        self.ignore_label = meta.get("ignore_label", 255)
+        self.seen_ids = list(meta.get("seen_classes", range(self.num_classes)))
+        self.unseen_ids = list(meta.get("unseen_classes", []))
+        # ZS3: the vocabulary is the unseen classes only; seen metrics and hIoU do not exist.
+        self.zs3 = len(self.seen_ids) == 0
+        self._label_map = label_map_for_dataset(dataset_name)
+        self._logger = logging.getLogger(__name__)
+        self.reset()
+
+    def reset(self):
+        self._conf = np.zeros((self.num_classes + 1, self.num_classes + 1), dtype=np.int64)
+
+    def _gt(self, inp) -> np.ndarray:
+        if "sem_seg_file_name" in inp:
+            return read_sem_seg(inp["sem_seg_file_name"], self._label_map, self.ignore_label)
+        if "sem_seg_gt" in inp:  # already mapped (e.g. in-memory data)
+            return np.asarray(inp["sem_seg_gt"], dtype=np.int64)
+        raise KeyError("evaluator inputs need 'sem_seg_file_name' (or 'sem_seg_gt')")
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            scores = out["sem_seg"]
+            if scores.shape[0] != self.num_classes:
+                raise ValueError(
+                    f"prediction for {inp.get('file_name')} scores {scores.shape[0]} classes but the "
+                    f"vocabulary of '{self.dataset_name}' has {self.num_classes}"
+                )
+            pred = scores.argmax(dim=0).to("cpu", torch.int64).numpy()
+            gt = self._gt(inp)
+            if pred.shape != gt.shape:
+                raise ValueError(
+                    f"prediction for {inp.get('file_name')} is {pred.shape[0]}x{pred.shape[1]} but its "
+                    f"ground truth {inp.get('sem_seg_file_name')} is {gt.shape[0]}x{gt.shape[1]}"
+                )
+            gt = np.where(gt == self.ignore_label, self.num_classes, gt)
+            n = self.num_classes + 1
+            self._conf += np.bincount(n * pred.reshape(-1) + gt.reshape(-1), minlength=n * n).reshape(n, n)
+
+    def evaluate(self):
+        conf = self._conf
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.all_gather(self._conf)
+            if not comm.is_main_process():
+                return None
+            conf = np.sum(np.stack(gathered), axis=0)
+        m = zero_shot_metrics(conf, self.seen_ids, self.unseen_ids)
+        res = OrderedDict()
+        for key in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc", "mAcc", "fwIoU"):
+            if self.zs3 and key in ("mIoU_seen", "hIoU"):
+                continue
+            res[key] = m[key]
+        for i, name in enumerate(self.class_names):
+            res[f"IoU-{name}"] = 100 * m["iou"][i]
+        for i, name in enumerate(self.class_names):
+            res[f"ACC-{name}"] = 100 * m["acc"][i]
+        self._logger.info("\n" + self.format_table(m))
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            path = os.path.join(self._output_dir, f"zero_shot_sem_seg_{self.dataset_name}.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump({k: (None if np.isnan(v) else v) for k, v in res.items()}, f, indent=1)
+            os.replace(path + ".tmp", path)
+        return OrderedDict(sem_seg=res)
+
+    def format_table(self, m: Dict[str, object]) -> str:
+        """Per-class table (class, seen/unseen, IoU, Acc) followed by the summary rows."""
+        unseen = set(self.unseen_ids)
+        rows = [
+            [name, "unseen" if i in unseen else "seen", 100 * m["iou"][i], 100 * m["acc"][i]]
+            for i, name in enumerate(self.class_names)
+        ]
+        per_class = tabulate(rows, headers=["class", "split", "IoU", "Acc"], floatfmt=".2f", missingval="-")
+        keys = ["mIoU_unseen", "mIoU", "pAcc"] if self.zs3 else ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "fwIoU"]
+        summary = tabulate([[m[k] for k in keys]], headers=keys, floatfmt=".2f")
+        mode = "ZS3 (unseen vocabulary)" if self.zs3 else "GZS3 (full vocabulary)"
+        return f"Zero-shot evaluation on {self.dataset_name} [{mode}]\n{per_class}\n\n{summary}"
