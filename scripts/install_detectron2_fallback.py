@@ -70,18 +70,28 @@ def download_sdist(dest: Path) -> Path:
     return target
 
 
-def _wrap_c_import(match: re.Match) -> str:
-    ind = match.group("indent")
-    return (
-        f"{ind}try:\n{ind}    from detectron2 import _C\n"
-        f"{ind}except ImportError:  # pure-Python install (zsmask): compiled ops unavailable\n"
-        f"{ind}    _C = None"
-    )
+def _guard_c_imports(text: str) -> str:
+    """Wrap each unguarded ``from detectron2 import _C`` in try/except ImportError."""
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        m = _C_IMPORT.match(line)
+        if m and not (out and out[-1].strip() == "try:"):
+            ind = m.group("indent")
+            out += [
+                f"{ind}try:",
+                f"{ind}    from detectron2 import _C",
+                f"{ind}except ImportError:  # pure-Python install (zsmask): compiled ops unavailable",
+                f"{ind}    _C = None",
+            ]
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _patch_python_file(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    new = _C_IMPORT.sub(_wrap_c_import, text)
+    new = _guard_c_imports(text)
     new = _NP_ALIAS.sub(lambda m: m.group(1), new)
     new = new.replace("Image.LINEAR", "Image.BILINEAR")
     new = _ARRAY_NO_COPY.sub(r"np.asarray(\1)", new)

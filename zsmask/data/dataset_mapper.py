@@ -93,6 +93,9 @@ class ZeroShotSemSegDatasetMapper:
             with Image.open(gt_path) as lab:  # header only: the evaluator reads the pixels
                 check_same_size(image.shape[:2], (lab.height, lab.width), dataset_dict["file_name"], gt_path)
 
+        if sem_seg is not None:
+            # detectron2 resizes uint8 labels with PIL and float64 ones with torch (nearest)
+            sem_seg = sem_seg.astype(np.uint8 if sem_seg.max(initial=0) <= 255 else np.float64)
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         self.augmentations(aug_input)
         image = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))

@@ -1,0 +1,15 @@
+# zsmask: the two quick-start commands and the install step they share.
+#   make quickstart   set up .venv and run the main job (generated zero-shot split, GZS3 evaluation)
+#   make test         set up .venv and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install quickstart test
+install:
+	bash scripts/install.sh
+
+quickstart: install
+	$(PY) tools/quickstart.py
+
+test: install
+	$(PY) -m pytest -q

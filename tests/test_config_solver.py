@@ -1,0 +1,108 @@
+"""add_zsmask_config, the Base-*.yaml configs, and the optimizer / poly LR schedule."""
+import os
+import re
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+
+import zsmask.data  # noqa: F401  (registers the built-in splits)
+from zsmask.config import add_zsmask_config
+from zsmask.solver import build_lr_scheduler, build_optimizer
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+# config file -> (train, test, crop, test size, iterations) as in the papers
+BASES = {
+    "configs/voc/Base-VOC.yaml": ("voc_zs_train", "voc_zs_test", 512, 512, 20000),
+    "configs/coco/Base-COCOStuff.yaml": ("coco_stuff_zs_train", "coco_stuff_zs_test", 512, 512, 80000),
+    "configs/pcontext/Base-PascalContext59.yaml": ("pcontext_zs_train", "pcontext_zs_test", 480, 480, 40000),
+}
+
+
+def _cfg(path=None):
+    cfg = add_zsmask_config(get_cfg())
+    if path:
+        cfg.merge_from_file(os.path.join(ROOT, path))
+    return cfg
+
+
+@pytest.mark.parametrize("path", sorted(BASES))
+def test_base_configs(path):
+    train, test, crop, test_size, iters = BASES[path]
+    cfg = _cfg(path)
+    assert cfg.DATASETS.TRAIN == (train,) and cfg.DATASETS.TEST == (test,)
+    assert train in DatasetCatalog.list() and test in DatasetCatalog.list()
+    assert tuple(cfg.INPUT.CROP.SIZE) == (crop, crop) and cfg.INPUT.MIN_SIZE_TEST == test_size
+    assert min(cfg.INPUT.MIN_SIZE_TRAIN) == crop // 2 and max(cfg.INPUT.MIN_SIZE_TRAIN) == 2 * crop
+    assert cfg.SOLVER.MAX_ITER == iters and cfg.SOLVER.IMS_PER_BATCH == 16
+    assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR"
+    assert cfg.INPUT.FORMAT == "RGB" and cfg.INPUT.DATASET_MAPPER_NAME == "zero_shot_semantic"
+
+
+def test_every_zsmask_key_has_a_comment():
+    lines = open(os.path.join(ROOT, "zsmask", "config.py")).read().splitlines()
+    uncommented = []
+    for i, line in enumerate(lines):
+        if re.match(r"\s*cfg\.[A-Z_.]+ = ", line) and not lines[i - 1].strip().startswith("#"):
+            uncommented.append(line.strip())
+    assert uncommented == []
+    cfg = _cfg()
+    assert cfg.SOLVER.POLY_LR_POWER == 0.9 and cfg.TEST.ZERO_SHOT.EVAL_ZS3 is False
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+        self.head = torch.nn.Linear(4, 2)
+        self.query_embed = torch.nn.Embedding(3, 4)
+        self.frozen = torch.nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+
+def test_optimizer_param_groups():
+    cfg = _cfg("configs/voc/Base-VOC.yaml")
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    opt = build_optimizer(cfg, _Toy())
+    assert isinstance(opt, torch.optim.AdamW)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"backbone.0.weight", "backbone.0.bias", "backbone.1.weight", "backbone.1.bias",
+                           "head.weight", "head.bias", "query_embed.weight"}
+    assert groups["backbone.0.weight"]["lr"] == pytest.approx(1e-5)
+    assert groups["head.weight"]["lr"] == pytest.approx(1e-4) and groups["head.weight"]["weight_decay"] == 0.05
+    assert groups["backbone.1.weight"]["weight_decay"] == 0.0
+    assert groups["query_embed.weight"]["weight_decay"] == 0.0
+    cfg.SOLVER.OPTIMIZER = "LAMB"
+    with pytest.raises(ValueError, match="ADAMW or SGD"):
+        build_optimizer(cfg, _Toy())
+
+
+def test_poly_schedule_values():
+    cfg = _cfg("configs/voc/Base-VOC.yaml")
+    cfg.SOLVER.MAX_ITER = 100
+    opt = build_optimizer(cfg, _Toy())
+    sched = build_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[-1]["lr"])  # query_embed.weight: not backbone, base lr 1e-4
+        opt.step()
+        sched.step()
+    head = [g for g in opt.param_groups if g["name"] == "head.weight"][0]
+    assert lrs[0] == pytest.approx(1e-4)
+    for t in (10, 50, 99):
+        assert lrs[t] == pytest.approx(1e-4 * (1 - t / 100) ** 0.9, rel=1e-6)
+    assert head["lr"] == pytest.approx(0.0, abs=1e-12)  # decayed to zero at MAX_ITER
+
+    cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 10, 0.1
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.2
+    opt = build_optimizer(cfg, _Toy())
+    sched = build_lr_scheduler(cfg, opt)
+    seen = []
+    for _ in range(100):
+        seen.append(opt.param_groups[-1]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx(1e-5)  # warm-up starts at WARMUP_FACTOR
+    assert min(seen[10:]) == pytest.approx(2e-5)  # never below the constant ending
