@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from zsmask.data.builtin_meta import COCO_STUFF_CATEGORY_IDS
-from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, require_dir
+from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, require_dir, run_reporting_errors
 
 HELP = (
     "Download stuffthingmaps_trainval2017.zip (COCO-Stuff) and extract it into coco/ under --root, "
@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
     args = p.parse_args(argv)
     coco = os.path.join(args.root, "coco")
-    try:
+
+    def run():
         for split in ("train2017", "val2017"):
             src_dir = os.path.join(coco, "stuffthingmaps_trainval2017", split)
             require_dir(src_dir, f"COCO-Stuff label maps ({split})", HELP)
@@ -52,10 +53,8 @@ def main(argv=None) -> int:
             jobs = [(os.path.join(src_dir, n), os.path.join(out_dir, n)) for n in names]
             n = convert_all(jobs, convert, args.workers, desc=split)
             print(f"{split}: {len(names)} labels in {out_dir} ({n} written now)")
-    except (RawDatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_reporting_errors(run)
 
 
 if __name__ == "__main__":

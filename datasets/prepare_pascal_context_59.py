@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from zsmask.data.builtin_meta import PCONTEXT59_CLASSES
-from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, read_id_list, require_dir
+from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, read_id_list, require_dir, run_reporting_errors
 
 HELP = (
     "Extract VOC 2010 (VOCtrainval_03-May-2010.tar) under --root and PASCAL-Context's "
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
     args = p.parse_args(argv)
     voc = os.path.join(args.root, "VOCdevkit", "VOC2010")
-    try:
+
+    def run():
         require_dir(voc, "VOC 2010", HELP)
         mat_dir = os.path.join(voc, "trainval")
         require_dir(mat_dir, "PASCAL-Context trainval/ (.mat label maps)", HELP)
@@ -83,10 +84,8 @@ def main(argv=None) -> int:
             jobs = [(os.path.join(mat_dir, i + ".mat"), os.path.join(out_dir, i + ".png")) for i in have]
             n = convert_all(jobs, convert, args.workers, desc=split)
             print(f"{split}: {len(have)} labels in {out_dir} ({n} written now; {len(ids) - len(have)} ids without .mat skipped)")
-    except (RawDatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_reporting_errors(run)
 
 
 if __name__ == "__main__":

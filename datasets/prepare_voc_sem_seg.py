@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, read_id_list, require_dir
+from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, read_id_list, require_dir, run_reporting_errors
 
 VOC_HELP = "Download VOCtrainval_11-May-2012.tar and extract it so that VOCdevkit/VOC2012 is under --root."
 SBD_HELP = (
@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--without-sbd", action="store_true", help="train on VOC's 1,464 images only")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
     args = p.parse_args(argv)
-    try:
+
+    def run():
         voc = os.path.join(args.root, "VOCdevkit", "VOC2012")
         require_dir(voc, "VOC 2012", VOC_HELP)
         seg_dir = os.path.join(voc, "SegmentationClass")
@@ -87,10 +88,8 @@ def main(argv=None) -> int:
             jobs = [(source(i), os.path.join(out, split, i + ".png")) for i in ids]
             n = convert_all(jobs, _convert, args.workers, desc=split)
             print(f"{split}: {len(ids)} labels in {os.path.join(out, split)} ({n} written now)")
-    except (RawDatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_reporting_errors(run)
 
 
 if __name__ == "__main__":

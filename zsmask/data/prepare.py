@@ -5,13 +5,16 @@ Every converter maps raw label ids to the dataset's contiguous class ids with a 
 written file) and skips outputs that already exist, so an interrupted run can be resumed.
 """
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["RawDatasetError", "read_id_list", "write_label_png", "apply_lut", "convert_all", "require_dir"]
+__all__ = [
+    "RawDatasetError", "read_id_list", "write_label_png", "apply_lut", "convert_all", "require_dir", "run_reporting_errors",
+]
 
 
 class RawDatasetError(FileNotFoundError):
@@ -80,3 +83,14 @@ def convert_all(
         if pool is not None:
             pool.shutdown()
     return written
+
+
+def run_reporting_errors(body: Callable[[], None]) -> int:
+    """Run a prepare script's body; print raw-data problems as ``error: ...`` and return the
+    exit status (0 ok, 1 failed) instead of a traceback."""
+    try:
+        body()
+    except (RawDatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
