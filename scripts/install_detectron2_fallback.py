@@ -6,8 +6,8 @@ The sdist holds detectron2's Python code (upstream main of ~Sept 2022) but no C+
 sources; zsmask needs none of detectron2's compiled ops. This script
 
 1. downloads the sdist from the PyPI simple index (``PIP_INDEX_URL`` or pypi.org) and
-   checks its sha256 (``pip download`` cannot be used: pip >= 24 rejects the sdist's
-   metadata because of a direct-URL extra),
+   checks its sha256 (``pip download`` cannot be used: it builds the sdist's metadata, which
+   recent pip rejects for its direct-URL extra and which needs torch in the build env),
 2. unpacks it and patches it for torch 2.x / numpy 2 / Pillow >= 10 (see ``PATCHES``),
 3. verifies that no unpatched pattern is left, and
 4. ``pip install``s it into the running interpreter's environment.
