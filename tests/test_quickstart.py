@@ -4,6 +4,7 @@ import os
 import runpy
 
 import numpy as np
+from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from zsmask.data.colour_world import COLOUR_CLASSES, generate_colour_world
@@ -14,8 +15,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 def test_colour_world_is_deterministic_and_cached(tmp_path):
     a = generate_colour_world(num_train=2, num_test=1, size=32, root=str(tmp_path / "a"))
     b = generate_colour_world(num_train=2, num_test=1, size=32, root=str(tmp_path / "b"))
-    la = np.asarray(__import__("PIL.Image").Image.open(os.path.join(a, "train", "labels", "00001.png")))
-    lb = np.asarray(__import__("PIL.Image").Image.open(os.path.join(b, "train", "labels", "00001.png")))
+    la = np.asarray(Image.open(os.path.join(a, "train", "labels", "00001.png")))
+    lb = np.asarray(Image.open(os.path.join(b, "train", "labels", "00001.png")))
     assert np.array_equal(la, lb)
     assert set(np.unique(la).tolist()) <= set(range(len(COLOUR_CLASSES))) | {255}
     mtime = os.path.getmtime(os.path.join(a, "params.json"))
@@ -46,8 +47,6 @@ def test_visualize_split_demo(tmp_path, capsys):
     assert demo["main"](["--dataset", "vis_world_test", "--output", str(tmp_path), "--limit", "0"]) == 0
     written = sorted(os.listdir(tmp_path))
     assert written == ["00000.png", "00001.png"]
-    from PIL import Image
-
     assert Image.open(tmp_path / "00000.png").size == (48, 48)
     assert demo["main"](["--dataset", "no_such_set", "--output", str(tmp_path)]) == 2
     assert "vis_world_test" in capsys.readouterr().err

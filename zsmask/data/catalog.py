@@ -186,6 +186,7 @@ def register_zero_shot_split(
             f"[{split.num_classes}, 65535]"
         )
     palette = _palette(split.num_classes)
+    seen_ids, unseen_ids = set(split.seen_ids), set(split.unseen_ids)
     vocabularies = {
         "train": split.seen_ids,
         "test": tuple(range(split.num_classes)),
@@ -211,8 +212,8 @@ def register_zero_shot_split(
         meta = dict(
             stuff_classes=[split.class_names[i] for i in vocab],
             stuff_colors=[palette[i] for i in vocab],
-            seen_classes=[k for k, i in enumerate(vocab) if i in set(split.seen_ids)],
-            unseen_classes=[k for k, i in enumerate(vocab) if i in set(split.unseen_ids)],
+            seen_classes=[k for k, i in enumerate(vocab) if i in seen_ids],
+            unseen_classes=[k for k, i in enumerate(vocab) if i in unseen_ids],
             class_dataset_ids=list(vocab),
             num_dataset_classes=split.num_classes,
             ignore_label=ignore_label,

@@ -82,7 +82,10 @@ def generate_colour_world(num_train: int = 24, num_test: int = 16, size: int = 9
 def register_colour_world(name: str = "colour_world", **kwargs) -> RegisteredSplit:
     """Generate (or reuse) the colour world and register its train / test / ZS3 variants."""
     root = generate_colour_world(**kwargs)
-    folder = lambda s: SemSegFolder(os.path.join(root, s, "images"), os.path.join(root, s, "labels"))  # noqa: E731
+
+    def folder(split: str) -> SemSegFolder:
+        return SemSegFolder(os.path.join(root, split, "images"), os.path.join(root, split, "labels"))
+
     return register_zero_shot_split(
         name, COLOUR_CLASSES, COLOUR_UNSEEN, train=folder("train"), test=folder("test"), overwrite=True
     )
