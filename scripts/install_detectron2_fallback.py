@@ -47,26 +47,26 @@ def _index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
-def download_sdist(dest: Path) -> Path:
-    """Fetch the sdist through the simple index and verify its sha256."""
-    page_url = f"{_index_url()}/{PACKAGE}/"
+def download_sdist(dest: Path, package: str = PACKAGE, sdist: str = SDIST, sha256: str = SDIST_SHA256) -> Path:
+    """Fetch ``sdist`` of ``package`` through the simple index and verify its sha256."""
+    page_url = f"{_index_url()}/{package}/"
     try:
         html = urllib.request.urlopen(page_url, timeout=60).read().decode("utf-8", "replace")
     except Exception as e:  # noqa: BLE001 - any network error is reported the same way
         _fail("download", f"cannot read the package index page {page_url}: {e}")
-    links = re.findall(r'href="([^"]*?/' + re.escape(SDIST) + r'(?:#[^"]*)?)"', html)
+    links = re.findall(r'href="([^"]*?/' + re.escape(sdist) + r'(?:#[^"]*)?)"', html)
     if not links:
-        _fail("download", f"{SDIST} is not listed on {page_url}")
+        _fail("download", f"{sdist} is not listed on {page_url}")
     url = urllib.parse.urljoin(page_url, links[0].replace("&amp;", "&")).split("#")[0]
-    target = dest / SDIST
+    target = dest / sdist
     try:
         with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as f:
             shutil.copyfileobj(r, f)
     except Exception as e:  # noqa: BLE001
         _fail("download", f"cannot download {url}: {e}")
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    if digest != SDIST_SHA256:
-        _fail("download", f"sha256 of {SDIST} is {digest}, expected {SDIST_SHA256}")
+    if digest != sha256:
+        _fail("download", f"sha256 of {sdist} is {digest}, expected {sha256}")
     return target
 
 

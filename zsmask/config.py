@@ -36,9 +36,131 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Constant lr factor reached at the end of the poly schedule (0 decays to zero).
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
 
+    # ---------------------------------------------------------------- model: meta-architecture
+    # The one zsmask meta-architecture; methods plug registered parts into it (see below).
+    cfg.MODEL.META_ARCHITECTURE = "ZeroShotMaskFormer"
+    # CLIP statistics (0-255 scale, RGB); ResNet configs override with ImageNet's.
+    cfg.MODEL.PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
+    # Standard deviation matching PIXEL_MEAN.
+    cfg.MODEL.PIXEL_STD = [68.5005327, 66.6321579, 70.32316305]
+
+    cfg.MODEL.ZSMASK = CN()
+    # Matcher from zsmask's MATCHER_REGISTRY ("hungarian"; later issues add others).
+    cfg.MODEL.ZSMASK.MATCHER = "hungarian"
+    # Initial value of the learned logit scale (inverse temperature) of the cosine classifier.
+    cfg.MODEL.ZSMASK.LOGIT_SCALE_INIT = 1.0 / 0.07
+    # Upper bound of the learned logit scale (as CLIP's 100).
+    cfg.MODEL.ZSMASK.LOGIT_SCALE_MAX = 100.0
+    # Vocabulary for inference when an input names no dataset and carries no "vocabulary"
+    # (empty: the first of DATASETS.TEST).
+    cfg.MODEL.ZSMASK.DEFAULT_TEST_DATASET = ""
+
+    # ---------------------------------------------------------------- model: CLIP
+    cfg.MODEL.CLIP = CN()
+    # open_clip architecture name, e.g. "ViT-B-16", "RN50", or a custom config registered
+    # with open_clip (the toy CLIP).
+    cfg.MODEL.CLIP.MODEL_NAME = "ViT-B-16"
+    # Weights: an open_clip pretrained tag ("openai", "laion2b_s34b_b88k"), a local checkpoint
+    # file, or "" for random initialisation (tests, toy world pre-training).
+    cfg.MODEL.CLIP.PRETRAINED = ""
+    # Prompt-template ensemble: a named set from zsmask.modeling.clip.templates ("vild",
+    # "imagenet", "single") ...
+    cfg.MODEL.CLIP.PROMPT_TEMPLATE_SET = "vild"
+    # ... or, when non-empty, this list of format strings with one "{}" (overrides the set).
+    cfg.MODEL.CLIP.PROMPT_TEMPLATES = []
+    # Token context length for the text encoder (0: the model's own).
+    cfg.MODEL.CLIP.CONTEXT_LENGTH = 0
+
+    # CLIP visual tower as a detectron2 backbone (MODEL.BACKBONE.NAME = "CLIPVisualBackbone").
+    cfg.MODEL.CLIP_BACKBONE = CN()
+    # Freeze the CLIP visual tower (FC-CLIP and the papers keep it frozen).
+    cfg.MODEL.CLIP_BACKBONE.FREEZE = True
+    # Feature names the backbone returns (strides 4, 8, 16, 32).
+    cfg.MODEL.CLIP_BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+
+    # ---------------------------------------------------------------- model: pixel decoder
+    cfg.MODEL.SEM_SEG_HEAD = CN()
+    # Pixel decoder from zsmask's PIXEL_DECODER_REGISTRY.
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
+    # Backbone features the pixel decoder reads.
+    cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Features refined by the deformable-attention encoder (the others go through the FPN path).
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    # Stride of the per-pixel embedding the masks are predicted on.
+    cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
+    # Channels of the pixel decoder's convolutions and encoder.
+    cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256
+    # Channels of the per-pixel mask embedding.
+    cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
+    # Normalisation in the FPN path ("GN", "BN", "" ...).
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "GN"
+    # Label value ignored by the losses.
+    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+    # Deformable-attention encoder: layers, heads, sampling points, feed-forward width, dropout.
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 6
+    # Attention heads of the deformable encoder.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_NHEADS = 8
+    # Sampling points per head and level of the deformable encoder.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_NPOINTS = 4
+    # Feed-forward width of the deformable encoder.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_DIM_FEEDFORWARD = 1024
+    # Dropout of the deformable encoder.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_DROPOUT = 0.0
+    # MSDeformAttn implementation: "auto" (own CUDA kernel on CUDA tensors when it builds,
+    # else the PyTorch path), "cuda" (error if the kernel is unavailable) or "pytorch".
+    cfg.MODEL.SEM_SEG_HEAD.MSDEFORM_ATTN_IMPL = "auto"
+
+    # ---------------------------------------------------------------- model: transformer decoder
+    cfg.MODEL.MASK_FORMER = CN()
+    # Masked-attention decoder from zsmask's TRANSFORMER_DECODER_REGISTRY.
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    # Decoder layers (each: masked cross-attention, self-attention, FFN), round-robin over
+    # the 3 coarsest pixel-decoder scales.
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = 9
+    # Number of learnable queries.
+    cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
+    # Width of queries and attention.
+    cfg.MODEL.MASK_FORMER.HIDDEN_DIM = 256
+    # Attention heads of the decoder.
+    cfg.MODEL.MASK_FORMER.NHEADS = 8
+    # Feed-forward width of the decoder.
+    cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
+    # Dropout of the decoder.
+    cfg.MODEL.MASK_FORMER.DROPOUT = 0.0
+    # Pre-norm (True) or post-norm (False, Mask2Former's default) decoder layers.
+    cfg.MODEL.MASK_FORMER.PRE_NORM = False
+    # Project pixel-decoder features even when their width already equals HIDDEN_DIM.
+    cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
+    # Losses on the prediction of every decoder layer (and the one before the first).
+    cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+    # Weight of the "no object" class in the classification loss.
+    cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+    # Loss (and matching cost) weights: classification, mask BCE, mask dice.
+    cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0
+    # Weight of the mask sigmoid-BCE loss and cost.
+    cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
+    # Weight of the mask dice loss and cost.
+    cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
+    # Points sampled per mask for matching costs and mask losses (Mask2Former: 112 x 112).
+    cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
+    # Importance sampling of loss points: candidates = ratio x points ...
+    cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
+    # ... of which this fraction are the most uncertain, the rest uniform.
+    cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Pad inputs to a multiple of this (the backbone's largest stride).
+    cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+    cfg.MODEL.MASK_FORMER.TEST = CN()
+    # Return per-pixel class scores ("sem_seg") at inference.
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True
+    # Pixels of the input (not the padding) only; resize back to the record's height/width.
+    cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+
     # ---------------------------------------------------------------- evaluation
     cfg.TEST.ZERO_SHOT = CN()
     # Also evaluate the ZS3 variant ("<split>_test_zs3", unseen-only vocabulary) of every
     # "*_test" dataset in DATASETS.TEST when it is registered.
     cfg.TEST.ZERO_SHOT.EVAL_ZS3 = False
+    # ---------------------------------------------------------------- solver extras
+    # Mixed precision runs on CUDA only; on CPU the trainer logs a warning and trains in fp32.
+    cfg.SOLVER.AMP.ENABLED = False
     return cfg
