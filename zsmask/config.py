@@ -44,6 +44,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Standard deviation matching PIXEL_MEAN.
     cfg.MODEL.PIXEL_STD = [68.5005327, 66.6321579, 70.32316305]
 
+    # zsmask's own model keys (matcher, classifier, vocabulary).
     cfg.MODEL.ZSMASK = CN()
     # Matcher from zsmask's MATCHER_REGISTRY ("hungarian"; later issues add others).
     cfg.MODEL.ZSMASK.MATCHER = "hungarian"
@@ -56,6 +57,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.ZSMASK.DEFAULT_TEST_DATASET = ""
 
     # ---------------------------------------------------------------- model: CLIP
+    # CLIP (text classifier, dense features) shared by every method.
     cfg.MODEL.CLIP = CN()
     # open_clip architecture name, e.g. "ViT-B-16", "RN50", or a custom config registered
     # with open_clip (the toy CLIP).
@@ -79,7 +81,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.CLIP_BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 
     # ---------------------------------------------------------------- model: pixel decoder
-    cfg.MODEL.SEM_SEG_HEAD = CN()
+    # (detectron2 already declares MODEL.SEM_SEG_HEAD; zsmask sets and extends it.)
     # Pixel decoder from zsmask's PIXEL_DECODER_REGISTRY.
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
     # Backbone features the pixel decoder reads.
@@ -111,6 +113,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SEM_SEG_HEAD.MSDEFORM_ATTN_IMPL = "auto"
 
     # ---------------------------------------------------------------- model: transformer decoder
+    # Mask2Former-style transformer decoder and loss options (Mask2Former's key names).
     cfg.MODEL.MASK_FORMER = CN()
     # Masked-attention decoder from zsmask's TRANSFORMER_DECODER_REGISTRY.
     cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
@@ -149,6 +152,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
     # Pad inputs to a multiple of this (the backbone's largest stride).
     cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+    # Inference options.
     cfg.MODEL.MASK_FORMER.TEST = CN()
     # Return per-pixel class scores ("sem_seg") at inference.
     cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True
@@ -156,6 +160,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
 
     # ---------------------------------------------------------------- evaluation
+    # Zero-shot evaluation options.
     cfg.TEST.ZERO_SHOT = CN()
     # Also evaluate the ZS3 variant ("<split>_test_zs3", unseen-only vocabulary) of every
     # "*_test" dataset in DATASETS.TEST when it is registered.
