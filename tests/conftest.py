@@ -42,3 +42,60 @@ def write_sem_seg_folder(root, labels, image_ext=".jpg", image_sizes=None):
 def unique_name():
     """A dataset-name prefix no other test uses (the catalogs are process-global)."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+# ------------------------------------------------------------------ tiny real models
+TINY_CLIP_NAME = "zsmask-test-tiny-vit"
+# A real open_clip architecture, small enough that building and running it takes milliseconds.
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def tiny_model_cfg(tmp_path, train_dataset="", test_dataset="", resnet18=False, **overrides):
+    """A detectron2 config of the real ZeroShotMaskFormer at toy size: the tiny CLIP above
+    (random init, registered from a JSON file through MODEL.CLIP.ARCHITECTURE_FILE) as text
+    encoder and as frozen backbone (trainable feature pyramid), a 1-layer deformable encoder and
+    a 3-layer decoder with 8 queries. ``resnet18=True`` uses detectron2's ResNet-18 instead."""
+    import json
+
+    from detectron2.config import get_cfg
+
+    from zsmask.config import add_zsmask_config
+
+    arch_file = os.path.join(str(tmp_path), f"{TINY_CLIP_NAME}.json")
+    with open(arch_file, "w") as f:
+        json.dump(TINY_CLIP_CONFIG, f)
+    cfg = add_zsmask_config(get_cfg())
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Base-ZeroShotMaskFormer.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    if resnet18:
+        cfg.MODEL.RESNETS.DEPTH = 18
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+        cfg.MODEL.RESNETS.NORM = "BN"
+    else:
+        cfg.MODEL.BACKBONE.NAME = "CLIPVisualBackbone"
+        cfg.MODEL.PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
+        cfg.MODEL.PIXEL_STD = [68.5005327, 66.6321579, 70.32316305]
+    cfg.MODEL.CLIP.MODEL_NAME = TINY_CLIP_NAME
+    cfg.MODEL.CLIP.ARCHITECTURE_FILE = arch_file
+    cfg.MODEL.CLIP.PRETRAINED = ""
+    cfg.MODEL.CLIP.PROMPT_TEMPLATE_SET = "single"
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.CONVS_DIM, head.MASK_DIM, head.TRANSFORMER_ENC_LAYERS = 32, 32, 1
+    head.DEFORMABLE_NHEADS, head.DEFORMABLE_NPOINTS, head.DEFORMABLE_DIM_FEEDFORWARD = 4, 2, 64
+    mf = cfg.MODEL.MASK_FORMER
+    mf.HIDDEN_DIM, mf.NUM_OBJECT_QUERIES, mf.NHEADS, mf.DIM_FEEDFORWARD, mf.DEC_LAYERS = 32, 8, 4, 64, 3
+    mf.TRAIN_NUM_POINTS = 256
+    cfg.DATASETS.TRAIN = (train_dataset,) if train_dataset else ()
+    cfg.DATASETS.TEST = (test_dataset,) if test_dataset else ()
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg

@@ -55,6 +55,9 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Vocabulary for inference when an input names no dataset and carries no "vocabulary"
     # (empty: the first of DATASETS.TEST).
     cfg.MODEL.ZSMASK.DEFAULT_TEST_DATASET = ""
+    # DistributedDataParallel's find_unused_parameters: set True only when some parameters get
+    # no gradient in a training step (e.g. a branch skipped by the config); it costs a graph walk.
+    cfg.MODEL.ZSMASK.DDP_FIND_UNUSED_PARAMETERS = False
 
     # ---------------------------------------------------------------- model: CLIP
     # CLIP (text classifier, dense features) shared by every method.
@@ -72,6 +75,12 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.CLIP.PROMPT_TEMPLATES = []
     # Token context length for the text encoder (0: the model's own).
     cfg.MODEL.CLIP.CONTEXT_LENGTH = 0
+    # JSON file with an open_clip model config ({"embed_dim", "vision_cfg", "text_cfg"}) that is
+    # registered under MODEL_NAME before loading (custom architectures such as the toy CLIP).
+    cfg.MODEL.CLIP.ARCHITECTURE_FILE = ""
+    # Dense ViT embeddings: "maskclip" (last block's value path + residual + MLP, as MaskCLIP's
+    # code) or "value_only" (value path and out-projection alone).
+    cfg.MODEL.CLIP.VIT_DENSE_ROUTE = "maskclip"
 
     # CLIP visual tower as a detectron2 backbone (MODEL.BACKBONE.NAME = "CLIPVisualBackbone").
     cfg.MODEL.CLIP_BACKBONE = CN()

@@ -1,0 +1,164 @@
+"""The CLIP visual tower as a detectron2 backbone (``MODEL.BACKBONE.NAME: CLIPVisualBackbone``).
+
+Input: images already normalised by the meta-architecture with ``MODEL.PIXEL_MEAN/STD`` (CLIP's
+statistics by default in zsmask's config), so this backbone does **not** re-normalise; configs
+using another CLIP must keep PIXEL_MEAN/STD equal to that CLIP's. Inputs are zero-padded at the
+bottom/right to ``size_divisibility`` if needed; output sizes are ``ceil(H / stride)``.
+
+- ModifiedResNet (RN50, ...): stem + layer1 -> res2 (stride 4), layer2..4 -> res3..res5.
+- ViT: a ViTDet-style simple feature pyramid (Li et al., 2022) on the last block's patch tokens
+  (after CLIP's ``ln_post``) as a stride-16 map: two transposed convolutions to stride 4, one
+  to stride 8, identity at 16, max-pool to 32. The pyramid layers train even when the tower is
+  frozen. The positional embedding is bicubically resized to the input's patch grid; towers
+  whose patch size is not 16 (ViT-L-14, ViT-B-32) have their token map bilinearly resampled to
+  stride 16.
+"""
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from torch import nn
+
+from ..clip.loader import load_clip_from_config
+from ..clip.visual_towers import resnet_stages, tower_kind, tower_stride, vit_forward_tokens
+
+__all__ = ["CLIPVisualBackbone", "LayerNorm2d"]
+
+_FEATURE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map (ViTDet / ConvNeXt style)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+@BACKBONE_REGISTRY.register()
+class CLIPVisualBackbone(Backbone):
+    """CLIP visual tower returning ``out_features`` among res2..res5 at strides 4, 8, 16, 32."""
+
+    @configurable
+    def __init__(self, *, visual: nn.Module, freeze: bool = True, out_features: Sequence[str] = _FEATURE_NAMES):
+        """
+        Args:
+            visual: an open_clip visual tower (``load_clip(...).visual``); it may be shared with
+                a :class:`CLIPTextImageEncoder`'s model when ``freeze`` is True.
+            freeze: no gradients to the tower and its norms kept in eval mode, also after ``.train()``.
+            out_features: names among res2..res5 to return.
+        """
+        super().__init__()
+        out_features = list(out_features)
+        unknown = [f for f in out_features if f not in _FEATURE_NAMES]
+        if unknown or not out_features or len(set(out_features)) != len(out_features):
+            raise ValueError(
+                f"MODEL.CLIP_BACKBONE.OUT_FEATURES={out_features} must be distinct names among {list(_FEATURE_NAMES)}"
+            )
+        self.visual = visual
+        self.kind = tower_kind(visual)
+        self.freeze = freeze
+        self._out_features = [f for f in _FEATURE_NAMES if f in out_features]
+
+        strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+        if self.kind == "resnet":
+            width = visual.conv3.out_channels  # stem width; stages have 4x, 8x, 16x, 32x of it
+            channels = {"res2": width * 4, "res3": width * 8, "res4": width * 16, "res5": width * 32}
+        else:
+            self.patch_size = tower_stride(visual)
+            dim = visual.transformer.width
+            channels = {"res2": dim // 4, "res3": dim // 2, "res4": dim, "res5": dim}
+            self.pyramid = nn.ModuleDict()
+            if "res2" in self._out_features:
+                self.pyramid["res2"] = nn.Sequential(
+                    nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+                    LayerNorm2d(dim // 2),
+                    nn.GELU(),
+                    nn.ConvTranspose2d(dim // 2, dim // 4, kernel_size=2, stride=2),
+                )
+            if "res3" in self._out_features:
+                self.pyramid["res3"] = nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2)
+        self._out_feature_channels = {f: channels[f] for f in self._out_features}
+        self._out_feature_strides = {f: strides[f] for f in self._out_features}
+
+        if freeze:
+            for param in self.visual.parameters():
+                param.requires_grad_(False)
+            self.visual.eval()
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec = None):
+        if input_shape is not None and input_shape.channels not in (None, 3):
+            raise ValueError(f"CLIPVisualBackbone takes 3-channel RGB input, got {input_shape.channels} channels")
+        clip_model = load_clip_from_config(cfg)
+        return {
+            "visual": clip_model.visual,
+            "freeze": cfg.MODEL.CLIP_BACKBONE.FREEZE,
+            "out_features": list(cfg.MODEL.CLIP_BACKBONE.OUT_FEATURES),
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        """Inputs are padded to multiples of this (the largest stride, 32)."""
+        return 32
+
+    def train(self, mode: bool = True):
+        """A frozen tower (its BatchNorm / LayerNorm included) stays in eval mode."""
+        super().train(mode)
+        if self.freeze:
+            self.visual.eval()
+        return self
+
+    def _tower_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.kind == "resnet":
+            stages = resnet_stages(self.visual, x)
+            return {f: stages[f] for f in self._out_features}
+        out_size = (x.shape[-2] // 16, x.shape[-1] // 16)
+        x = F.pad(x, (0, -x.shape[-1] % self.patch_size, 0, -x.shape[-2] % self.patch_size))
+        tokens, (h, w) = vit_forward_tokens(self.visual, x)
+        patches = self.visual.ln_post(tokens[:, 1:])
+        grid = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        if (h, w) != out_size:
+            grid = F.interpolate(grid, size=out_size, mode="bilinear", align_corners=False)
+        return {"vit": grid}
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Normalised images ``(B, 3, H, W)`` -> ``{name: (B, C_name, ceil(H/s), ceil(W/s))}``."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"CLIPVisualBackbone expects (B, 3, H, W) input, got {tuple(x.shape)}")
+        pad_h = -x.shape[-2] % self.size_divisibility
+        pad_w = -x.shape[-1] % self.size_divisibility
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        if self.freeze:
+            with torch.no_grad():
+                features = self._tower_features(x)
+        else:
+            features = self._tower_features(x)
+        if self.kind == "resnet":
+            return features
+        vit = features["vit"]
+        outputs = {}
+        for name in self._out_features:
+            if name in ("res2", "res3"):
+                outputs[name] = self.pyramid[name](vit)
+            elif name == "res4":
+                outputs[name] = vit
+            else:
+                outputs[name] = F.max_pool2d(vit, kernel_size=2, stride=2)
+        return outputs
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }

@@ -1,0 +1,27 @@
+"""CLIP in zsmask: loading open_clip models, prompt templates, and the frozen text/image encoder."""
+from .clip_model import CLIPTextImageEncoder, split_synonyms
+from .loader import (
+    ClipWeightsError,
+    available_clip_architectures,
+    load_clip,
+    load_clip_from_config,
+    load_clip_state_dict,
+    register_clip_architecture,
+    register_clip_architecture_file,
+)
+from .templates import TEMPLATE_SETS, resolve_templates, validate_templates
+
+__all__ = [
+    "CLIPTextImageEncoder",
+    "ClipWeightsError",
+    "TEMPLATE_SETS",
+    "available_clip_architectures",
+    "load_clip",
+    "load_clip_from_config",
+    "load_clip_state_dict",
+    "register_clip_architecture",
+    "register_clip_architecture_file",
+    "resolve_templates",
+    "split_synonyms",
+    "validate_templates",
+]

@@ -1,0 +1,310 @@
+"""Set-prediction losses of Mask2Former (Cheng et al. 2022, Sec. 3.2.4 and 4).
+
+After the matcher has assigned queries to targets, :class:`SetCriterion` computes
+
+    L = w_ce * L_ce + w_mask * L_bce + w_dice * L_dice
+
+on the final prediction and, with deep supervision, on every auxiliary prediction of the
+decoder. ``L_ce`` is a cross-entropy over all queries (unmatched queries are supervised as
+"no object", down-weighted by ``eos_coef``); ``L_bce`` and ``L_dice`` compare matched mask
+pairs on points sampled by uncertainty (PointRend importance sampling). The classifier is
+open-vocabulary, so the number of classes ``K`` is read from ``pred_logits`` on every call.
+
+Losses are looked up by name in :data:`CRITERION_LOSS_REGISTRY`; methods register extra ones
+(e.g. a cosine loss) with :func:`register_criterion_loss` and list them in ``losses``.
+"""
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.utils.registry import Registry
+
+from .matcher import build_matcher
+from .point_sampling import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+
+__all__ = [
+    "SetCriterion",
+    "build_criterion",
+    "build_weight_dict",
+    "CRITERION_LOSS_REGISTRY",
+    "register_criterion_loss",
+    "sigmoid_bce_loss",
+    "dice_loss",
+]
+
+Indices = Sequence[Tuple[torch.Tensor, torch.Tensor]]
+LossFn = Callable[
+    ["SetCriterion", Dict[str, torch.Tensor], Sequence[Dict[str, torch.Tensor]], Indices, float],
+    Dict[str, torch.Tensor],
+]
+
+CRITERION_LOSS_REGISTRY = Registry("ZSMASK_CRITERION_LOSS")
+CRITERION_LOSS_REGISTRY.__doc__ = """
+Loss functions of :class:`SetCriterion`, keyed by the names given in its ``losses``.
+Each is called as ``fn(criterion, outputs, targets, indices, num_masks)`` for one prediction
+level and returns a dict of un-weighted scalar losses (the criterion adds the ``_i`` suffix
+for auxiliary levels).
+"""
+
+
+def register_criterion_loss(name: str) -> Callable[[LossFn], LossFn]:
+    """Decorator: register a loss function in :data:`CRITERION_LOSS_REGISTRY` under ``name``."""
+
+    def deco(loss_fn: LossFn) -> LossFn:
+        CRITERION_LOSS_REGISTRY._do_register(name, loss_fn)
+        return loss_fn
+
+    return deco
+
+
+def sigmoid_bce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Sigmoid BCE averaged over points, summed over masks, divided by ``num_masks``.
+
+    Args:
+        point_logits: (N, P) mask logits of N matched predictions.
+        point_labels: (N, P) target values in [0, 1].
+        num_masks: normaliser (average number of target masks per process).
+    """
+    loss = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+def dice_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Dice loss ``1 - (2 |p * y| + 1) / (|p| + |y| + 1)`` summed over masks / ``num_masks``.
+
+    Args:
+        point_logits: (N, P) mask logits (``p = sigmoid(logits)``).
+        point_labels: (N, P) target values ``y`` in [0, 1].
+        num_masks: normaliser (average number of target masks per process).
+    """
+    prob = point_logits.sigmoid()
+    numerator = 2.0 * (prob * point_labels).sum(-1)
+    denominator = prob.sum(-1) + point_labels.sum(-1)
+    return (1.0 - (numerator + 1.0) / (denominator + 1.0)).sum() / num_masks
+
+
+def build_weight_dict(
+    class_weight: float, mask_weight: float, dice_weight: float, num_aux_outputs: int
+) -> Dict[str, float]:
+    """Loss weights ``{"loss_ce", "loss_mask", "loss_dice"}`` plus ``<name>_<i>`` copies for
+    the ``num_aux_outputs`` auxiliary predictions (i = 0 .. num_aux_outputs - 1)."""
+    main_weights = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+    weight_dict = dict(main_weights)
+    for i in range(num_aux_outputs):
+        weight_dict.update({f"{name}_{i}": weight for name, weight in main_weights.items()})
+    return weight_dict
+
+
+def _matched_query_index(indices: Indices, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(batch_idx, query_idx) of all matched queries, image by image, on ``device``."""
+    batch_idx = torch.cat([torch.full_like(query, b) for b, (query, _) in enumerate(indices)])
+    query_idx = torch.cat([query for query, _ in indices])
+    return batch_idx.to(device), query_idx.to(device)
+
+
+def _matched_target_masks(targets: Sequence[Dict[str, torch.Tensor]], indices: Indices) -> torch.Tensor:
+    """(N, H, W) target masks of the matched pairs, in the order of :func:`_matched_query_index`.
+
+    Masks of images with different sizes are zero-padded at the bottom / right to the largest
+    size, as the images of a batch are padded before the predictions are made.
+    """
+    matched = [t["masks"][target_idx.to(t["masks"].device)] for t, (_, target_idx) in zip(targets, indices)]
+    height = max(m.shape[-2] for m in matched)
+    width = max(m.shape[-1] for m in matched)
+    matched = [
+        m if m.shape[-2:] == (height, width) else F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2]))
+        for m in matched
+    ]
+    return torch.cat(matched)
+
+
+@register_criterion_loss("labels")
+def loss_labels(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """Cross-entropy over all queries: matched ones to their target class, the others to the
+    "no object" class K, whose weight is ``criterion.eos_coef`` (weighted mean over queries).
+
+    Uses ``outputs["pred_logits"]`` (B, Q, K + 1); K may change from call to call.
+    """
+    logits = outputs["pred_logits"].float()
+    num_classes = logits.shape[-1] - 1
+    target_classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
+    batch_idx, query_idx = _matched_query_index(indices, logits.device)
+    matched_labels = torch.cat(
+        [t["labels"][target_idx.to(t["labels"].device)] for t, (_, target_idx) in zip(targets, indices)]
+    )
+    target_classes[batch_idx, query_idx] = matched_labels.to(device=logits.device, dtype=torch.int64)
+    class_weight = logits.new_ones(num_classes + 1)
+    class_weight[-1] = criterion.eos_coef
+    return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, class_weight)}
+
+
+@register_criterion_loss("masks")
+def loss_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """Sigmoid BCE and dice between matched masks on importance-sampled points.
+
+    Uses ``outputs["pred_masks"]`` (B, Q, h, w) logits and ``targets[b]["masks"]`` (T_b, H, W);
+    the points are normalised, so predictions need no upsampling. Without any matched pair the
+    losses are zeros that stay connected to the graph.
+    """
+    pred_masks = outputs["pred_masks"]
+    batch_idx, query_idx = _matched_query_index(indices, pred_masks.device)
+    if query_idx.numel() == 0:
+        zero = pred_masks.sum() * 0.0
+        return {"loss_mask": zero, "loss_dice": zero.clone()}
+    matched_logits = pred_masks[batch_idx, query_idx][:, None].float()  # (N, 1, h, w)
+    matched_targets = _matched_target_masks(targets, indices).to(matched_logits)[:, None]  # (N, 1, H, W)
+    with torch.no_grad():
+        point_coords = get_uncertain_point_coords_with_randomness(
+            matched_logits,
+            calculate_uncertainty,
+            criterion.num_points,
+            criterion.oversample_ratio,
+            criterion.importance_sample_ratio,
+        )
+        point_labels = point_sample(matched_targets, point_coords).squeeze(1)  # (N, P)
+    point_logits = point_sample(matched_logits, point_coords).squeeze(1)  # (N, P)
+    return {
+        "loss_mask": sigmoid_bce_loss(point_logits, point_labels, num_masks),
+        "loss_dice": dice_loss(point_logits, point_labels, num_masks),
+    }
+
+
+class SetCriterion(nn.Module):
+    """Mask2Former's losses for matched query predictions, with deep supervision.
+
+    ``forward`` returns un-weighted losses; the meta-architecture multiplies them by
+    :attr:`weight_dict` (keys ``loss_*`` for the final prediction and ``loss_*_<i>`` for
+    auxiliary prediction ``i``).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        matcher: nn.Module,
+        weight_dict: Mapping[str, float],
+        eos_coef: float,
+        losses: Sequence[str] = ("labels", "masks"),
+        num_points: int = 112 * 112,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+    ):
+        """
+        Args:
+            matcher: assigns queries to targets, ``matcher(outputs, targets) -> indices``.
+            weight_dict: loss name -> weight (kept for the meta-architecture).
+            eos_coef: cross-entropy weight of the "no object" class.
+            losses: names in :data:`CRITERION_LOSS_REGISTRY` to compute.
+            num_points: points per matched mask for the mask losses.
+            oversample_ratio: candidates per point for importance sampling.
+            importance_sample_ratio: fraction of the points chosen by uncertainty.
+        """
+        super().__init__()
+        unknown = [name for name in losses if name not in CRITERION_LOSS_REGISTRY]
+        if unknown:
+            registered = ", ".join(sorted(name for name, _ in CRITERION_LOSS_REGISTRY))
+            raise KeyError(f"Unknown criterion loss(es) {unknown}; registered losses: {registered}")
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.eos_coef = eos_coef
+        self.losses = list(losses)
+        self.loss_fns: Dict[str, LossFn] = {name: CRITERION_LOSS_REGISTRY.get(name) for name in losses}
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+
+    @classmethod
+    def from_config(cls, cfg, matcher):
+        mask_former = cfg.MODEL.MASK_FORMER
+        # The decoder also predicts before its first layer: DEC_LAYERS + 1 predictions, the
+        # last of which is the main output, so DEC_LAYERS auxiliary ones.
+        num_aux_outputs = mask_former.DEC_LAYERS if mask_former.DEEP_SUPERVISION else 0
+        return {
+            "matcher": matcher,
+            "weight_dict": build_weight_dict(
+                mask_former.CLASS_WEIGHT, mask_former.MASK_WEIGHT, mask_former.DICE_WEIGHT, num_aux_outputs
+            ),
+            "eos_coef": mask_former.NO_OBJECT_WEIGHT,
+            "num_points": mask_former.TRAIN_NUM_POINTS,
+            "oversample_ratio": mask_former.OVERSAMPLE_RATIO,
+            "importance_sample_ratio": mask_former.IMPORTANCE_SAMPLE_RATIO,
+        }
+
+    def get_num_masks(self, targets: Sequence[Dict[str, torch.Tensor]], device: torch.device) -> float:
+        """Number of target masks averaged over processes (all_reduce when distributed), >= 1."""
+        num_masks = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+        world_size = 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(num_masks)
+            world_size = dist.get_world_size()
+        return torch.clamp(num_masks / world_size, min=1).item()
+
+    def compute_losses(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: Sequence[Dict[str, torch.Tensor]],
+        indices: Indices,
+        num_masks: float,
+    ) -> Dict[str, torch.Tensor]:
+        """All configured losses of one prediction level (un-weighted, without suffix)."""
+        losses = {}
+        for name in self.losses:
+            losses.update(self.loss_fns[name](self, outputs, targets, indices, num_masks))
+        return losses
+
+    def forward(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: Sequence[Dict[str, torch.Tensor]],
+        indices: Optional[Indices] = None,
+        aux_indices: Optional[Sequence[Indices]] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs: ``"pred_logits"`` (B, Q, K + 1), ``"pred_masks"`` (B, Q, h, w), and
+                optionally ``"aux_outputs"``: a list of dicts of the same form.
+            targets: B dicts with ``"labels"`` (T_b,) in [0, K) and ``"masks"`` (T_b, H, W).
+            indices: precomputed assignment for the final prediction (else the matcher's).
+            aux_indices: precomputed assignments, one per auxiliary prediction (else the
+                matcher's).
+
+        Returns:
+            Un-weighted losses: ``loss_ce``, ``loss_mask``, ``loss_dice`` (for the default
+            ``losses``) and ``<name>_<i>`` for auxiliary prediction i.
+        """
+        main_outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        if indices is None:
+            indices = self.matcher(main_outputs, targets)
+        num_masks = self.get_num_masks(targets, outputs["pred_logits"].device)
+        losses = self.compute_losses(main_outputs, targets, indices, num_masks)
+
+        aux_outputs: List[Dict[str, torch.Tensor]] = list(outputs.get("aux_outputs", []))
+        if aux_indices is not None and len(aux_indices) != len(aux_outputs):
+            raise ValueError(f"got {len(aux_indices)} aux_indices for {len(aux_outputs)} aux_outputs")
+        for i, aux in enumerate(aux_outputs):
+            aux_match = aux_indices[i] if aux_indices is not None else self.matcher(aux, targets)
+            aux_losses = self.compute_losses(aux, targets, aux_match, num_masks)
+            losses.update({f"{name}_{i}": value for name, value in aux_losses.items()})
+        return losses
+
+    def extra_repr(self) -> str:
+        return (
+            f"losses={self.losses}, eos_coef={self.eos_coef}, num_points={self.num_points}, "
+            f"oversample_ratio={self.oversample_ratio}, "
+            f"importance_sample_ratio={self.importance_sample_ratio},\n"
+            f"weight_dict={self.weight_dict}"
+        )
+
+
+def build_criterion(cfg, matcher: Optional[nn.Module] = None) -> SetCriterion:
+    """:class:`SetCriterion` from ``cfg``; the matcher is built from ``cfg`` when not given."""
+    if matcher is None:
+        matcher = build_matcher(cfg)
+    return SetCriterion(cfg, matcher)

@@ -1,0 +1,5 @@
+"""Transformer decoders (registry ``TRANSFORMER_DECODER_REGISTRY``)."""
+from .build import TRANSFORMER_DECODER_REGISTRY, build_transformer_decoder
+from .masked_attention_decoder import MultiScaleMaskedTransformerDecoder
+
+__all__ = ["TRANSFORMER_DECODER_REGISTRY", "build_transformer_decoder", "MultiScaleMaskedTransformerDecoder"]
