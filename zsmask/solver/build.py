@@ -1,5 +1,5 @@
 """Optimizer with per-parameter groups and the warm-up + poly LR schedule."""
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Set, Type
 
 import torch
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
@@ -7,7 +7,7 @@ from detectron2.solver import build_lr_scheduler as d2_build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler, ParamScheduler
 
-__all__ = ["build_optimizer", "build_lr_scheduler", "PolyWithConstantEnding"]
+__all__ = ["build_optimizer", "build_lr_scheduler", "PolyWithConstantEnding", "maybe_add_full_model_gradient_clipping"]
 
 _NORM_TYPES = (
     torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm,
@@ -20,7 +20,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """AdamW (or SGD) with: backbone lr x ``SOLVER.BACKBONE_MULTIPLIER``; norm parameters at
     ``SOLVER.WEIGHT_DECAY_NORM``; embeddings (``nn.Embedding`` and parameters whose name ends in
     ``embed`` / ``embedding`` / ``prompt``) at ``SOLVER.WEIGHT_DECAY_EMBED``; frozen parameters
-    skipped; gradient clipping from ``SOLVER.CLIP_GRADIENTS``."""
+    skipped; gradient clipping from ``SOLVER.CLIP_GRADIENTS`` (including ``"full_model"``)."""
     params: List[Dict[str, Any]] = []
     seen: Set[torch.nn.Parameter] = set()
     for module_name, module in model.named_modules():
@@ -47,7 +47,32 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
     if not params:
         raise ValueError("the model has no trainable parameters")
-    return maybe_add_gradient_clipping(cfg, cls)(params, lr=cfg.SOLVER.BASE_LR, **kwargs)
+    return maybe_add_full_model_gradient_clipping(cfg, cls)(params, lr=cfg.SOLVER.BASE_LR, **kwargs)
+
+
+def maybe_add_full_model_gradient_clipping(cfg, optimizer_type: Type[torch.optim.Optimizer]):
+    """``optimizer_type`` with the gradient clipping of ``SOLVER.CLIP_GRADIENTS``.
+
+    ``CLIP_TYPE: "full_model"`` (Mask2Former's): before each step, rescale all gradients
+    together so that their global ``NORM_TYPE``-norm over every parameter of the optimizer is
+    at most ``CLIP_VALUE``. detectron2's per-parameter ``"value"`` / ``"norm"`` types are
+    handled by :func:`detectron2.solver.build.maybe_add_gradient_clipping`.
+    """
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
+        return maybe_add_gradient_clipping(cfg, optimizer_type)
+    if clip.CLIP_VALUE <= 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0 for 'full_model', got {clip.CLIP_VALUE}")
+    max_norm, norm_type = float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
+
+    class FullModelGradientClippingOptimizer(optimizer_type):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure)
+
+    FullModelGradientClippingOptimizer.__name__ = optimizer_type.__name__ + "WithFullModelGradientClip"
+    return FullModelGradientClippingOptimizer
 
 
 class PolyWithConstantEnding(ParamScheduler):

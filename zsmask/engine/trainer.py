@@ -1,0 +1,182 @@
+"""zsmask's detectron2 trainer: its data pipeline, evaluator and solver, DDP that also runs on
+CPU (gloo), AMP only where it exists (CUDA), and checkpoints written atomically."""
+import inspect
+import logging
+import os
+import uuid
+import weakref
+from typing import Callable
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import DatasetEvaluators
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data import ZeroShotSemSegDatasetMapper
+from ..data.catalog import EVALUATOR_TYPE
+from ..evaluation import GeneralizedZeroShotSemSegEvaluator
+from ..solver import build_lr_scheduler, build_optimizer
+from .. import modeling  # noqa: F401  (registers ZeroShotMaskFormer and its parts)
+
+__all__ = ["AtomicDetectionCheckpointer", "Trainer", "build_train_loop", "create_ddp_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def _atomic_write(path: str, write: Callable, mode: str) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file of the same folder, then
+    rename it over ``path``: readers see the old file or the complete new one, never a part.
+    On failure the temporary file is removed and ``path`` is untouched."""
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` whose ``<name>.pth`` and ``last_checkpoint`` files are
+    replaced atomically, so a crash while saving leaves the previous checkpoint usable.
+    Non-local save folders (``scheme://``) fall back to the plain (non-atomic) writes."""
+
+    def _is_local(self) -> bool:
+        return "://" not in self.save_dir
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not self._is_local():
+            return super().save(name, **kwargs)
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        _atomic_write(save_file, lambda f: torch.save(data, f), "wb")
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not self._is_local():
+            return super().tag_last_checkpoint(last_filename_basename)
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        _atomic_write(path, lambda f: f.write(last_filename_basename), "w")
+
+
+def create_ddp_model(model: torch.nn.Module, *, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """Wrap ``model`` in :class:`DistributedDataParallel` when there are several processes.
+
+    Unlike :func:`detectron2.engine.create_ddp_model`, ``device_ids`` follows the model's
+    device: ``[local_rank]`` for a GPU model, ``None`` for a CPU model (gloo). Buffers are not
+    synchronised in forward (detectron2's ``broadcast_buffers=False``).
+    """
+    if comm.get_world_size() == 1:
+        return model
+    on_gpu = any(p.is_cuda for p in model.parameters())
+    # torch >= 2.15 deprecates broadcast_buffers=False for forward_sync_buffers=False (which
+    # still syncs buffers once at construction, harmless here)
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        no_buffer_sync = {"forward_sync_buffers": False}
+    else:
+        no_buffer_sync = {"broadcast_buffers": False}
+    return DistributedDataParallel(
+        model,
+        device_ids=[comm.get_local_rank()] if on_gpu else None,
+        find_unused_parameters=find_unused_parameters,
+        **no_buffer_sync,
+    )
+
+
+def build_train_loop(model, data_loader, optimizer, amp: bool) -> SimpleTrainer:
+    """:class:`AMPTrainer` when ``amp`` and the model is on a GPU, else :class:`SimpleTrainer`
+    (fp32); AMP requested for a CPU model logs a warning instead of failing."""
+    if amp and not any(p.is_cuda for p in model.parameters()):
+        logger.warning("SOLVER.AMP.ENABLED is set but the model is not on a GPU: training in fp32 without AMP")
+        amp = False
+    return (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
+
+
+def _mapper(cfg, is_train: bool) -> ZeroShotSemSegDatasetMapper:
+    if cfg.INPUT.DATASET_MAPPER_NAME != "zero_shot_semantic":
+        raise ValueError(
+            f"unknown INPUT.DATASET_MAPPER_NAME {cfg.INPUT.DATASET_MAPPER_NAME!r}; use 'zero_shot_semantic'"
+        )
+    return ZeroShotSemSegDatasetMapper(cfg, is_train)
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's :class:`DefaultTrainer` with zsmask's data pipeline, evaluator and solver,
+    DDP on CPU or GPU (:func:`create_ddp_model`), AMP on GPU only (:func:`build_train_loop`)
+    and an :class:`AtomicDetectionCheckpointer` whose checkpoints also hold the optimizer
+    state. ``resume_or_load`` is detectron2's."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)  # DefaultTrainer.__init__ with the changes above
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, find_unused_parameters=cfg.MODEL.ZSMASK.DDP_FIND_UNUSED_PARAMETERS)
+        self._trainer = build_train_loop(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def state_dict(self):
+        """Iteration and hook states (LR scheduler) as detectron2's, plus the inner loop's
+        state (optimizer, AMP grad scaler) so that ``--resume`` restores the optimizer too."""
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint has no optimizer state; resuming with a fresh optimizer")
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=_mapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=_mapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", EVALUATOR_TYPE)
+        if evaluator_type not in (EVALUATOR_TYPE, "sem_seg"):
+            raise ValueError(
+                f"dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; zsmask evaluates semantic segmentation"
+            )
+        return DatasetEvaluators([GeneralizedZeroShotSemSegEvaluator(dataset_name, output_dir=output_folder)])
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
