@@ -29,6 +29,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["zsmask", "zsmask.*"]),
+    # sources of the MSDeformAttn CUDA kernel, compiled on first use (zsmask/modeling/pixel_decoder/ops/build.py)
+    package_data={"zsmask.modeling.pixel_decoder.ops": ["src/*.cpp", "src/*.cu"]},
     # torch / torchvision / detectron2 are installed by scripts/install.sh (see README).
     install_requires=read_requirements(),
     extras_require={"test": ["pytest"]},

@@ -11,6 +11,8 @@
 #      otherwise the PyPI sdist pb1-detectron2==0.6 patched to a pure-Python install
 #      (scripts/install_detectron2_fallback.py)
 #   5. zsmask itself, editable (pip install -e .)
+#   6. when torch sees a GPU: pre-build zsmask's MSDeformAttn CUDA kernel (never fatal; without
+#      it MSDeformAttn runs its PyTorch path)
 # A stamp of the inputs makes a second run on a ready environment finish in seconds.
 #
 # Environment knobs:
@@ -54,7 +56,7 @@ if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inpu
 fi
 
 # ---- 1. virtualenv ------------------------------------------------------------------------
-step "1/5 virtualenv at $VENV"
+step "1/6 virtualenv at $VENV"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import sys; assert sys.version_info >= (3, 9)" 2>/dev/null; then
   echo "reusing $VENV ($("$VENV/bin/python" --version))"
 else
@@ -66,7 +68,7 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check)
 
 # ---- 2. torch + torchvision pinned together ----------------------------------------------
-step "2/5 torch==$TORCH_VERSION + torchvision==$TORCHVISION_VERSION (pinned together)"
+step "2/6 torch==$TORCH_VERSION + torchvision==$TORCHVISION_VERSION (pinned together)"
 if "$PY" - "$TORCH_VERSION" "$TORCHVISION_VERSION" <<'PYEOF' 2>/dev/null
 import sys, torch, torchvision
 assert torch.__version__.split("+")[0] == sys.argv[1], torch.__version__
@@ -82,12 +84,12 @@ else
 fi
 
 # ---- 3. requirements ---------------------------------------------------------------------
-step "3/5 requirements.txt"
+step "3/6 requirements.txt"
 "${PIP[@]}" -r "$REPO/requirements.txt" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
   || die "pip could not install requirements.txt" "read pip's message above"
 
 # ---- 4. detectron2 -----------------------------------------------------------------------
-step "4/5 detectron2"
+step "4/6 detectron2"
 d2_ok() { "$PY" -c "import detectron2, detectron2.config, detectron2.data, detectron2.evaluation" 2>/dev/null; }
 if d2_ok && [ -f "$D2_SOURCE_FILE" ]; then
   echo "already installed ($(cat "$D2_SOURCE_FILE"))"
@@ -121,11 +123,20 @@ fi
 echo "detectron2 path: $(cat "$D2_SOURCE_FILE")"
 
 # ---- 5. zsmask ---------------------------------------------------------------------------
-step "5/5 zsmask (editable)"
+step "5/6 zsmask (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$REPO" \
   || die "pip install -e . failed" "read pip's message above"
 "$PY" -c "import torch, torchvision, detectron2, open_clip, zsmask" \
   || die "the final import check failed" "run the import above to see the error"
+
+# ---- 6. MSDeformAttn CUDA kernel (optional) ----------------------------------------------
+step "6/6 MSDeformAttn CUDA kernel"
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  "$PY" -m zsmask.modeling.pixel_decoder.ops.build \
+    || echo "kernel not built; MSDeformAttn uses its PyTorch path (retry: $PY -m zsmask.modeling.pixel_decoder.ops.build --verbose)"
+else
+  echo "no GPU visible to torch: skipped; MSDeformAttn uses its PyTorch path (the kernel builds on first GPU use)"
+fi
 
 inputs_hash > "$STAMP"
 echo

@@ -117,8 +117,8 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_DIM_FEEDFORWARD = 1024
     # Dropout of the deformable encoder.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_DROPOUT = 0.0
-    # MSDeformAttn implementation: "auto" (own CUDA kernel on CUDA tensors when it builds,
-    # else the PyTorch path), "cuda" (error if the kernel is unavailable) or "pytorch".
+    # MSDeformAttn implementation, one of: auto (zsmask's CUDA kernel on CUDA tensors when it
+    # builds, else the PyTorch path), cuda (an error if the kernel is unavailable), pytorch.
     cfg.MODEL.SEM_SEG_HEAD.MSDEFORM_ATTN_IMPL = "auto"
 
     # ---------------------------------------------------------------- model: transformer decoder
