@@ -4,8 +4,8 @@
 Both models are the standard configuration: ResNet-50, MSDeformAttn pixel decoder with 6
 encoder layers over 3 levels, 9 masked-attention decoder layers, 100 queries. zsmask
 classifies against the 171 COCO-Stuff class names through CLIP ViT-B/16 text embeddings
-(random-init weights; weights do not change the cost), Mask2Former with a 171-way linear
-layer. Inference (eval mode, ``torch.no_grad``), batch 1, identical input image.
+(random-init weights, which do not change the cost; one prompt template, so that encoding the
+vocabulary once does not dominate the memory peak), Mask2Former with a 171-way linear layer. Inference (eval mode, ``torch.no_grad``), batch 1, identical input image.
 Seconds per image: median of ``--runs`` after one warm-up call (which also fills zsmask's
 text-embedding cache). Peak memory: each model is measured again in a fresh process, as the
 growth of its peak resident set during the forward calls over the resident set after build.
@@ -35,6 +35,12 @@ def _rss_mib() -> float:
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM: per address space, so a spawned process does not
+    inherit its parent's peak the way ``ru_maxrss`` does)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -48,7 +54,8 @@ def build_zsmask():
 
     cfg = add_zsmask_config(get_cfg())
     cfg.merge_from_file(os.path.join(ROOT, "configs", "coco", "hungarian.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.CLIP.PRETRAINED", ""])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.CLIP.PRETRAINED", "",
+                         "MODEL.CLIP.PROMPT_TEMPLATE_SET", "single"])
     model = build_model(cfg).eval()
     return model, {"dataset_name": "coco_stuff_zs_test"}
 
@@ -58,7 +65,6 @@ def build_mask2former():
 
     load_peer_module("modeling/pixel_decoder/ops/functions/ms_deform_attn_func.py", "_peer_msda_probe")
     from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
     from detectron2.projects.deeplab import add_deeplab_config
     from mask2former import add_maskformer2_config
 
@@ -74,6 +80,7 @@ def build_mask2former():
         "MODEL.PIXEL_MEAN", "[123.675, 116.280, 103.530]", "MODEL.PIXEL_STD", "[58.395, 57.120, 57.375]",
         "MODEL.SEM_SEG_HEAD.NAME", "MaskFormerHead", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "171",
         "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "255", "MODEL.SEM_SEG_HEAD.NORM", "GN",
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM", "256", "MODEL.SEM_SEG_HEAD.MASK_DIM", "256",  # detectron2 defaults CONVS_DIM to 128
         "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['res2', 'res3', 'res4', 'res5']",
         "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", "MSDeformAttnPixelDecoder",
         "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", "['res3', 'res4', 'res5']",
@@ -83,8 +90,23 @@ def build_mask2former():
         "MODEL.MASK_FORMER.DEC_LAYERS", "10",  # Mask2Former counts the query-only prediction: 9 layers
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "100", "MODEL.MASK_FORMER.SIZE_DIVISIBILITY", "32",
     ])
-    model = build_model(cfg).eval()
-    return model, {}
+    # maskformer2 0.1's MaskFormer.from_config calls its SetCriterion with an outdated signature
+    # (the sdist is internally inconsistent), so the inference model is assembled from its parts;
+    # the criterion is not used at inference.
+    from detectron2.data import MetadataCatalog
+    from detectron2.modeling import build_backbone, build_sem_seg_head
+    from mask2former.maskformer_model import MaskFormer
+
+    backbone = build_backbone(cfg)
+    model = MaskFormer(
+        backbone=backbone, sem_seg_head=build_sem_seg_head(cfg, backbone.output_shape()), criterion=None,
+        num_queries=100, object_mask_threshold=0.0, overlap_threshold=0.0,
+        metadata=MetadataCatalog.get("coco_stuff_zs_test"), size_divisibility=32,
+        sem_seg_postprocess_before_inference=False, pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD, semantic_on=True, panoptic_on=False, instance_on=False,
+        test_topk_per_image=100,
+    )
+    return model.eval(), {}
 
 
 BUILDERS = {"zsmask ZeroShotMaskFormer": build_zsmask, "Mask2Former (maskformer2 0.1)": build_mask2former}
@@ -113,8 +135,10 @@ def _memory_worker(name: str, size: int, queue):
     torch.manual_seed(0)
     model, extra = BUILDERS[name]()
     inputs = _inputs(size, extra)
-    after_build = _rss_mib()
     with torch.no_grad():
+        # a small call first: fills zsmask's text-embedding cache (and lazy allocations of both)
+        model([dict(inputs[0], image=inputs[0]["image"][:, :64, :64], height=64, width=64)])
+        after_build = _rss_mib()
         model(inputs)
         model(inputs)
     queue.put({"after_build": after_build, "peak": _peak_rss_mib()})

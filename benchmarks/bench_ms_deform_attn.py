@@ -10,6 +10,7 @@ warm-up so that background load hits both alike; the table shows medians.
     .venv/bin/python benchmarks/bench_ms_deform_attn.py [--device cpu] [--repeats 5]
 """
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -95,6 +96,11 @@ def compare(fn_a, fn_b, inputs, backward, repeats):
     return statistics.median(times_a), statistics.median(times_b), diff, grad_diff
 
 
+def _fmt(value: float) -> str:
+    """Scientific notation, or a dash where a quantity does not apply (no backward pass)."""
+    return "-" if math.isnan(value) else f"{value:.2e}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_device = IMPL_CUDA if torch.cuda.is_available() else "cpu"
@@ -130,7 +136,7 @@ def main():
                 t_ours, t_peer, diff, grad_diff = compare(ours, theirs, inputs, backward, args.repeats)
                 worst_ratio = max(worst_ratio, t_ours / t_peer)
                 print(f"| {size}x{size} | {batch} | {inputs[0].shape[1]} | {'fwd+bwd' if backward else 'fwd'} "
-                      f"| {t_ours:.4f} | {t_peer:.4f} | {t_ours / t_peer:.2f} | {diff:.2e} | {grad_diff:.2e} |", flush=True)
+                      f"| {t_ours:.4f} | {t_peer:.4f} | {t_ours / t_peer:.2f} | {diff:.2e} | {_fmt(grad_diff)} |", flush=True)
     print(f"\nworst ours/peer time ratio: {worst_ratio:.2f} ({'ok' if worst_ratio <= 1.0 else 'SLOWER than the peer'})")
 
     if device.type != "cpu":
@@ -147,7 +153,7 @@ def main():
                 for backward in (False, True):
                     t_kernel, t_torch, diff, grad_diff = compare(kernel, ours, inputs, backward, args.repeats)
                     print(f"| {size}x{size} | {batch} | {'fwd+bwd' if backward else 'fwd'} | {t_kernel:.5f} "
-                          f"| {t_torch:.5f} | {t_torch / t_kernel:.1f}x | {diff:.2e} | {grad_diff:.2e} |", flush=True)
+                          f"| {t_torch:.5f} | {t_torch / t_kernel:.1f}x | {diff:.2e} | {_fmt(grad_diff)} |", flush=True)
 
 
 if __name__ == "__main__":

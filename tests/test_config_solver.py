@@ -106,3 +106,54 @@ def test_poly_schedule_values():
         sched.step()
     assert seen[0] == pytest.approx(1e-5)  # warm-up starts at WARMUP_FACTOR
     assert min(seen[10:]) == pytest.approx(2e-5)  # never below the constant ending
+
+
+METHOD_CONFIGS = sorted(
+    os.path.relpath(os.path.join(d, f), ROOT)
+    for d, _, files in os.walk(os.path.join(ROOT, "configs")) for f in files
+    if f.endswith(".yaml") and not f.startswith("Base-")
+)
+
+
+@pytest.mark.parametrize("path", METHOD_CONFIGS)
+def test_method_configs_select_registered_parts(path):
+    """Every method config merges and names parts that exist in zsmask's registries."""
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+    import zsmask.modeling  # noqa: F401
+    from zsmask.modeling.matcher import MATCHER_REGISTRY
+    from zsmask.modeling.pixel_decoder import PIXEL_DECODER_REGISTRY
+    from zsmask.modeling.transformer_decoder import TRANSFORMER_DECODER_REGISTRY
+
+    cfg = _cfg(path)
+    assert cfg.MODEL.META_ARCHITECTURE in META_ARCH_REGISTRY
+    assert cfg.MODEL.BACKBONE.NAME in BACKBONE_REGISTRY
+    assert cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME in PIXEL_DECODER_REGISTRY
+    assert cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME in TRANSFORMER_DECODER_REGISTRY
+    assert cfg.MODEL.ZSMASK.MATCHER in MATCHER_REGISTRY
+    # the paper defaults: 6 encoder layers over 3 levels, 9 decoder layers, 100 queries
+    assert cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS == 6
+    assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
+    assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 9 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
+    assert cfg.OUTPUT_DIR.startswith("output/")
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_resnet_backbones_feed_the_pixel_decoder(depth):
+    """detectron2's ResNet-50/101 (random init) through zsmask's pixel decoder at 64x64."""
+    from detectron2.modeling import build_backbone
+
+    from zsmask.modeling.pixel_decoder import build_pixel_decoder
+
+    cfg = _cfg("configs/voc/hungarian_R101.yaml" if depth == 101 else "configs/voc/hungarian.yaml")
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 1  # the layer count does not change the shapes
+    backbone = build_backbone(cfg)
+    assert cfg.MODEL.RESNETS.DEPTH == depth
+    assert len(backbone.res4) == {50: 6, 101: 23}[depth]
+    shapes = {k: (v.channels, v.stride) for k, v in backbone.output_shape().items()}
+    assert shapes == {"res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)}
+    decoder = build_pixel_decoder(cfg, backbone.output_shape())
+    with torch.no_grad():
+        mask_features, multi_scale = decoder.forward_features(backbone(torch.zeros(1, 3, 64, 64)))
+    assert tuple(mask_features.shape) == (1, 256, 16, 16)
+    assert [tuple(f.shape[-2:]) for f in multi_scale] == [(2, 2), (4, 4), (8, 8)]

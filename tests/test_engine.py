@@ -245,3 +245,18 @@ def test_full_model_gradient_clipping_clips_global_norm():
 
     with pytest.raises(ValueError, match="CLIP_VALUE must be > 0"):
         _step_with_grads("full_model", clip_value=0.0)
+
+
+def test_non_finite_values_stop_training_with_a_clear_error(world, tmp_path):
+    cfg = _in_process_cfg(world, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()")
+    trainer = Trainer(cfg)
+    with torch.no_grad():  # diverged predictions: the matcher stops first, naming the outputs
+        trainer.model.classifier.void_embedding.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite matching cost.*pred_logits or pred_masks"):
+        trainer.train()
+
+    trainer = Trainer(cfg)
+    with torch.no_grad():  # finite predictions, non-finite loss weight: detectron2 names the losses
+        trainer.model.criterion.weight_dict["loss_dice"] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"(?s)infinite or NaN.*loss_dice"):
+        trainer.train()

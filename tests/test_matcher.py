@@ -156,7 +156,7 @@ def test_costs_are_float32_under_autocast():
 def test_non_finite_predictions_raise():
     outputs, targets = make_case(6, 3, [1, 2])
     outputs["pred_masks"][1, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"non-finite matching cost in image\(s\) \[1\]"):
+    with pytest.raises(FloatingPointError, match=r"non-finite matching cost in image\(s\) \[1\]"):
         HungarianMatcher(**WEIGHTS, num_points=20)(outputs, targets)
 
 

@@ -226,3 +226,17 @@ def test_vocabularies_come_from_the_registered_split(tmp_path, unique_name):
     mixed = [dict(batch[0]), _training_input(1)]
     with pytest.raises(VocabularyError, match="mixes"):
         model(mixed)
+
+
+def test_one_class_vocabulary_trains_and_infers(model):
+    model.train()
+    batch = [_training_input(0, vocabulary=("red square",)), _training_input(2, vocabulary=("red square",))]
+    for x in batch:  # keep only class 0 as a target; the rest is ignore
+        keep = x["instances"].gt_classes == 0
+        x["instances"] = x["instances"][keep]
+    losses = model(batch)
+    assert torch.isfinite(sum(losses.values()))
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([{"image": batch[0]["image"], "vocabulary": ["red square"]}])
+    assert out["sem_seg"].shape == (1, 64, 64) and (out["sem_seg"] >= 0).all()

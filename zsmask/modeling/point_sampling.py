@@ -35,6 +35,16 @@ def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **kwargs) -> t
     return output.squeeze(3) if flat_points else output
 
 
+def point_sample_shared(maps: torch.Tensor, point_coords: torch.Tensor) -> torch.Tensor:
+    """Read N single-channel maps at the same points: ``(N, H, W)``, ``(P, 2)`` -> ``(N, P)``.
+
+    Each map is its own ``grid_sample`` batch item with a stride-0 (expanded, not copied) grid;
+    on CPU this is 2-3x faster than passing the maps as the channels of one item.
+    """
+    grid = (2.0 * point_coords - 1.0)[None, :, None, :].expand(maps.shape[0], -1, -1, -1)
+    return F.grid_sample(maps[:, None], grid, align_corners=False)[:, 0, :, 0]
+
+
 def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     """Uncertainty of class-agnostic mask logits: ``-|logit|`` (highest at the decision boundary).
 
