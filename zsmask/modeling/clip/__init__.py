@@ -1,5 +1,5 @@
 """CLIP in zsmask: loading open_clip models, prompt templates, and the frozen text/image encoder."""
-from .clip_model import CLIPTextImageEncoder, split_synonyms
+from .clip_model import CLIPTextImageEncoder, VocabularyError, check_class_names, split_synonyms
 from .loader import (
     ClipWeightsError,
     available_clip_architectures,
@@ -15,7 +15,9 @@ __all__ = [
     "CLIPTextImageEncoder",
     "ClipWeightsError",
     "TEMPLATE_SETS",
+    "VocabularyError",
     "available_clip_architectures",
+    "check_class_names",
     "load_clip",
     "load_clip_from_config",
     "load_clip_state_dict",

@@ -21,9 +21,30 @@ from .visual_towers import (
     vit_dense_embeddings,
 )
 
-__all__ = ["CLIPTextImageEncoder", "split_synonyms"]
+__all__ = ["CLIPTextImageEncoder", "VocabularyError", "check_class_names", "split_synonyms"]
 
 _TEXT_BATCH = 256  # prompts per text-encoder call (bounds memory for large vocabularies)
+
+
+class VocabularyError(ValueError):
+    """A class vocabulary is missing, empty or malformed."""
+
+
+def check_class_names(class_names: Sequence[str]) -> Tuple[str, ...]:
+    """A vocabulary as a tuple of names; rejects a bare string, an empty list, empty or
+    non-string names and duplicates (ignoring surrounding spaces) with a :class:`VocabularyError`."""
+    if isinstance(class_names, str):
+        raise VocabularyError(f"a vocabulary must be a list of class names, got the string {class_names!r}; "
+                              "split it, e.g. names.split(',')")
+    names = tuple(class_names)
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if not names or bad:
+        raise VocabularyError(f"a vocabulary must be a non-empty list of non-empty class names, got {list(names)[:10]}")
+    stripped = [n.strip() for n in names]
+    duplicates = sorted({n for n in stripped if stripped.count(n) > 1})
+    if duplicates:
+        raise VocabularyError(f"the vocabulary has duplicate class names {duplicates[:10]}")
+    return names
 
 
 def split_synonyms(class_name: str) -> Tuple[str, ...]:
@@ -161,25 +182,6 @@ class CLIPTextImageEncoder(nn.Module):
         )
 
     # ------------------------------------------------------------------------------ text
-    def _check_vocabulary(self, class_names: Sequence[str]) -> Tuple[str, ...]:
-        if isinstance(class_names, str):
-            raise ValueError(f"Vocabulary must be a sequence of class names, got the string {class_names!r}")
-        names = tuple(class_names)
-        if not names:
-            raise ValueError("Vocabulary is empty; give at least one class name")
-        bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-        if bad:
-            raise ValueError(f"Vocabulary has empty or non-string class names: {bad[:5]}")
-        seen, duplicates = set(), []
-        for name in names:
-            key = name.strip()
-            if key in seen and key not in duplicates:
-                duplicates.append(key)
-            seen.add(key)
-        if duplicates:
-            raise ValueError(f"Vocabulary has duplicate class names: {duplicates[:10]}")
-        return names
-
     def _tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(prompts))
         if self._context_length is not None and tokens.shape[1] < self._context_length:
@@ -204,7 +206,7 @@ class CLIPTextImageEncoder(nn.Module):
         normalised mean of its synonyms' ensembles. ``templates`` overrides the configured ones.
         Cached per (weights, device, dtype, class names, templates).
         """
-        names = self._check_vocabulary(class_names)
+        names = check_class_names(class_names)
         templates = self.templates if templates is None else validate_templates(templates)
         dtype = next(self.model.parameters()).dtype
         key = (self._weights_fingerprint(), str(self.device), dtype, names, templates)

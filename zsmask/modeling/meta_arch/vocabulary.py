@@ -11,11 +11,9 @@ from typing import Optional, Sequence, Tuple
 
 from detectron2.data import MetadataCatalog
 
+from ..clip import VocabularyError, check_class_names
+
 __all__ = ["VocabularyError", "vocabulary_of_input", "vocabulary_of_dataset"]
-
-
-class VocabularyError(ValueError):
-    """An input's class vocabulary is missing, empty or malformed."""
 
 
 def vocabulary_of_dataset(dataset_name: str) -> Tuple[str, ...]:
@@ -33,16 +31,9 @@ def vocabulary_of_input(record: dict, default_dataset: Optional[str]) -> Tuple[s
     """The class names ``record`` is classified against (see the module docstring)."""
     if record.get("vocabulary") is not None:
         names: Sequence[str] = record["vocabulary"]
-        if isinstance(names, str):
-            raise VocabularyError(f"'vocabulary' must be a list of class names, got the string {names!r}; "
-                                  "split it, e.g. names.split(',')")
-        names = tuple(str(n).strip() for n in names)
-        if not names or any(not n for n in names):
-            raise VocabularyError(f"'vocabulary' must be a non-empty list of non-empty names, got {list(names)}")
-        if len(set(names)) != len(names):
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            raise VocabularyError(f"'vocabulary' has duplicate names {duplicates}")
-        return names
+        if not isinstance(names, str):
+            names = [str(n).strip() for n in names]
+        return check_class_names(names)
     dataset = record.get("dataset_name") or default_dataset
     if not dataset:
         raise VocabularyError("the input has neither 'vocabulary' nor 'dataset_name', and no default dataset is "
