@@ -26,7 +26,7 @@ from zsmask.modeling.clip import (
     resolve_templates,
     validate_templates,
 )
-from zsmask.modeling.clip.visual_towers import resize_grid_embedding
+from zsmask.modeling.clip.visual_towers import resize_grid_embedding, vit_forward_tokens
 
 VIT = "zsmask-test-clip-vit"
 RN = "zsmask-test-clip-rn"
@@ -492,3 +492,26 @@ def test_missing_architecture_file_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="ARCHITECTURE_FILE"):
         build_backbone(cfg)
     assert os.path.exists(tmp_path / f"{VIT}-file.json")
+
+
+def test_patch8_vit_backbone_keeps_its_native_stride_8_grid():
+    """A patch-8 tower (the toy CLIP's kind) is not resampled to stride 16: res3 is its token
+    grid, res2 one transposed convolution of it, res4 / res5 max-pools of it."""
+    torch.manual_seed(0)
+    config = dict(VIT_CFG, vision_cfg=dict(VIT_CFG["vision_cfg"], patch_size=8))
+    register_clip_architecture(VIT + "-p8", config)
+    backbone = CLIPVisualBackbone(visual=load_clip(VIT + "-p8").visual)
+    assert backbone.base_stride == 8
+    assert {k: (v.channels, v.stride) for k, v in backbone.output_shape().items()} == {
+        "res2": (32, 4), "res3": (64, 8), "res4": (64, 16), "res5": (64, 32)}
+    assert sorted(backbone.pyramid) == ["res2"] and len(backbone.pyramid["res2"]) == 1
+    x = torch.randn(1, 3, 64, 96)
+    features = backbone(x)
+    with torch.no_grad():
+        tokens, (h, w) = vit_forward_tokens(backbone.visual, x)
+        grid = backbone.visual.ln_post(tokens[:, 1:]).transpose(1, 2).reshape(1, -1, h, w)
+    assert (h, w) == (8, 12)
+    torch.testing.assert_close(features["res3"], grid, atol=1e-5, rtol=0)
+    torch.testing.assert_close(features["res4"], F.max_pool2d(grid, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(features["res5"], F.max_pool2d(grid, 4), atol=1e-5, rtol=0)
+    assert features["res2"].shape == (1, 32, 16, 24)

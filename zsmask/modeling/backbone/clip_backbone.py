@@ -7,11 +7,13 @@ bottom/right to ``size_divisibility`` if needed; output sizes are ``ceil(H / str
 
 - ModifiedResNet (RN50, ...): stem + layer1 -> res2 (stride 4), layer2..4 -> res3..res5.
 - ViT: a ViTDet-style simple feature pyramid (Li et al., 2022) on the last block's patch tokens
-  (after CLIP's ``ln_post``) as a stride-16 map: two transposed convolutions to stride 4, one
-  to stride 8, identity at 16, max-pool to 32. The pyramid layers train even when the tower is
+  (after CLIP's ``ln_post``) as a map at the *base stride* ``b`` (8 for towers with patch size
+  <= 8, else 16): transposed convolutions up to the finer levels (one per factor 2), identity at
+  ``b``, max-pooling down to the coarser ones. The pyramid layers train even when the tower is
   frozen. The positional embedding is bicubically resized to the input's patch grid; towers
-  whose patch size is not 16 (ViT-L-14, ViT-B-32) have their token map bilinearly resampled to
-  stride 16.
+  whose patch size is not 8 or 16 (ViT-L-14, ViT-B-32) have their token map bilinearly
+  resampled to the base stride. Channels: ``width / (b / s)`` at the finer strides ``s``,
+  ``width`` at ``b`` and above.
 """
 from typing import Dict, Sequence
 
@@ -42,6 +44,18 @@ class LayerNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+def _upsampling_branch(dim: int, factor: int) -> nn.Sequential:
+    """ViTDet upsampling: ``log2(factor)`` stride-2 transposed convolutions, halving channels
+    each time, with LayerNorm + GELU between them: ``(B, dim, h, w) -> (B, dim / factor, h * factor, w * factor)``."""
+    layers, channels = [], dim
+    while factor > 1:
+        if layers:
+            layers += [LayerNorm2d(channels), nn.GELU()]
+        layers.append(nn.ConvTranspose2d(channels, channels // 2, kernel_size=2, stride=2))
+        channels, factor = channels // 2, factor // 2
+    return nn.Sequential(*layers)
 
 
 @BACKBONE_REGISTRY.register()
@@ -75,18 +89,13 @@ class CLIPVisualBackbone(Backbone):
             channels = {"res2": width * 4, "res3": width * 8, "res4": width * 16, "res5": width * 32}
         else:
             self.patch_size = tower_stride(visual)
+            self.base_stride = 8 if self.patch_size <= 8 else 16
             dim = visual.transformer.width
-            channels = {"res2": dim // 4, "res3": dim // 2, "res4": dim, "res5": dim}
+            channels = {f: dim // max(1, self.base_stride // s) for f, s in strides.items()}
             self.pyramid = nn.ModuleDict()
-            if "res2" in self._out_features:
-                self.pyramid["res2"] = nn.Sequential(
-                    nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
-                    LayerNorm2d(dim // 2),
-                    nn.GELU(),
-                    nn.ConvTranspose2d(dim // 2, dim // 4, kernel_size=2, stride=2),
-                )
-            if "res3" in self._out_features:
-                self.pyramid["res3"] = nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2)
+            for name in self._out_features:
+                if strides[name] < self.base_stride:
+                    self.pyramid[name] = _upsampling_branch(dim, self.base_stride // strides[name])
         self._out_feature_channels = {f: channels[f] for f in self._out_features}
         self._out_feature_strides = {f: strides[f] for f in self._out_features}
 
@@ -122,7 +131,7 @@ class CLIPVisualBackbone(Backbone):
         if self.kind == "resnet":
             stages = resnet_stages(self.visual, x)
             return {f: stages[f] for f in self._out_features}
-        out_size = (x.shape[-2] // 16, x.shape[-1] // 16)
+        out_size = (x.shape[-2] // self.base_stride, x.shape[-1] // self.base_stride)
         x = F.pad(x, (0, -x.shape[-1] % self.patch_size, 0, -x.shape[-2] % self.patch_size))
         tokens, (h, w) = vit_forward_tokens(self.visual, x)
         patches = self.visual.ln_post(tokens[:, 1:])
@@ -149,12 +158,14 @@ class CLIPVisualBackbone(Backbone):
         vit = features["vit"]
         outputs = {}
         for name in self._out_features:
-            if name in ("res2", "res3"):
+            stride = self._out_feature_strides[name]
+            if stride < self.base_stride:
                 outputs[name] = self.pyramid[name](vit)
-            elif name == "res4":
+            elif stride == self.base_stride:
                 outputs[name] = vit
             else:
-                outputs[name] = F.max_pool2d(vit, kernel_size=2, stride=2)
+                factor = stride // self.base_stride
+                outputs[name] = F.max_pool2d(vit, kernel_size=factor, stride=factor)
         return outputs
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
