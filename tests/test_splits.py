@@ -129,3 +129,21 @@ def test_vocabulary_label_map():
     big = vocabulary_label_map(300, range(300), ignore_label=65535)
     assert big.shape == (65536,) and big[299] == 299 and big[65535] == 65535 and big[300] == UNMAPPED
     assert np.issubdtype(lut.dtype, np.integer)
+
+
+def test_register_from_a_data_function_called_on_first_load(tmp_path, unique_name):
+    img, gt = write_sem_seg_folder(tmp_path, [np.full((4, 4), 1, np.uint8)] * 3)
+    calls = []
+
+    def records():
+        calls.append(1)
+        return [{"file_name": f"{img}/{i:04d}.jpg", "sem_seg_file_name": f"{gt}/{i:04d}.png"} for i in range(3)]
+
+    out = register_zero_shot_split(unique_name, ["a", "b"], ["b"], train=records, test=records)
+    assert calls == []  # nothing is generated or listed at registration
+    dicts = DatasetCatalog.get(out.zs3)
+    assert len(calls) == 1 and [d["dataset_name"] for d in dicts] == [out.zs3] * 3
+    assert "dataset_name" not in records()[0]  # the function's records are not modified
+    register_zero_shot_split(unique_name + "_bad", ["a", "b"], ["b"], test=lambda: {"not": "a list"})
+    with pytest.raises(TypeError, match="must return a list of dicts"):
+        DatasetCatalog.get(unique_name + "_bad_test")

@@ -21,7 +21,7 @@ import copy
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -123,9 +123,17 @@ def load_sem_seg_folder(source: SemSegFolder, dataset_name: str) -> List[dict]:
     ]
 
 
-def _load_variant(source: Union[str, SemSegFolder], variant_name: str) -> List[dict]:
+DataSource = Union[str, SemSegFolder, Callable[[], List[dict]]]
+
+
+def _load_variant(source: DataSource, variant_name: str) -> List[dict]:
     if isinstance(source, SemSegFolder):
         dicts = load_sem_seg_folder(source, variant_name)
+    elif callable(source):
+        dicts = source()
+        if not isinstance(dicts, list):
+            raise TypeError(f"the data function of '{variant_name}' must return a list of dicts, got {type(dicts).__name__}")
+        dicts = copy.deepcopy(dicts)
     else:
         dicts = copy.deepcopy(DatasetCatalog.get(source))
         bad = [d.get("file_name", "?") for d in dicts if "sem_seg_file_name" not in d]
@@ -150,8 +158,8 @@ def register_zero_shot_split(
     class_names: Sequence[str],
     unseen_classes: Sequence[str],
     *,
-    train: Union[str, SemSegFolder, None] = None,
-    test: Union[str, SemSegFolder, None] = None,
+    train: Optional[DataSource] = None,
+    test: Optional[DataSource] = None,
     seen_classes: Optional[Sequence[str]] = None,
     ignore_label: int = 255,
     overwrite: bool = False,
@@ -162,8 +170,10 @@ def register_zero_shot_split(
         name: prefix of the registered names (``<name>_train``, ``<name>_test``, ``<name>_test_zs3``).
         class_names: every class of the dataset, in label-id order.
         unseen_classes: names of the unseen classes.
-        train: training data as a :class:`SemSegFolder` or the name of a registered dataset;
-            ``None`` registers no train variant (e.g. a test-only cross-dataset target).
+        train: training data as a :class:`SemSegFolder`, the name of a registered dataset, or
+            a function returning ``[{file_name, sem_seg_file_name}, ...]`` (called on first
+            load, e.g. to generate data); ``None`` registers no train variant (e.g. a test-only
+            cross-dataset target).
         test: evaluation data, same forms; registers the GZS3 test and the ZS3 variants.
         seen_classes: optional explicit seen set (default: every class not unseen).
         ignore_label: label value to ignore; must not be a class id.
