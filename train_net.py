@@ -14,39 +14,18 @@ atomically.
 """
 import logging
 
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import zsmask.data  # noqa: F401  (registers the built-in zero-shot splits)
 import zsmask.modeling  # noqa: F401  (registers zsmask's meta-architecture and parts)
-from zsmask.config import add_zsmask_config
-from zsmask.data.catalog import VARIANT_SUFFIX
-from zsmask.engine import AtomicDetectionCheckpointer, Trainer, launch
-
-
-def with_zs3_variants(test_names):
-    """Append the registered ``*_test_zs3`` variant after each ``*_test`` dataset."""
-    out = list(test_names)
-    for name in test_names:
-        if name.endswith(VARIANT_SUFFIX["test"]):
-            zs3 = name[: -len(VARIANT_SUFFIX["test"])] + VARIANT_SUFFIX["zs3"]
-            if zs3 in DatasetCatalog.list() and zs3 not in out:
-                out.append(zs3)
-    return tuple(out)
+from zsmask.engine import AtomicDetectionCheckpointer, Trainer, build_config, launch
 
 
 def build_cfg(args):
     """The config of the config file and command-line opts (not frozen, no side effects)."""
-    cfg = get_cfg()
-    add_zsmask_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.TEST.ZERO_SHOT.EVAL_ZS3:
-        cfg.DATASETS.TEST = with_zs3_variants(cfg.DATASETS.TEST)
-    return cfg
+    return build_config(args.config_file, args.opts)
 
 
 def setup(args):

@@ -11,13 +11,12 @@ import argparse
 import os
 import sys
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.catalog import Metadata
-from detectron2.utils.visualizer import Visualizer
+from PIL import Image
 
 import zsmask.data  # noqa: F401  (registers the built-in splits)
 from zsmask.data import label_map_for_dataset, read_image, read_sem_seg
+from zsmask.visualization import draw_label_map, marked_metadata
 
 
 def main(argv=None) -> int:
@@ -31,20 +30,16 @@ def main(argv=None) -> int:
         print(f"error: unknown dataset {args.dataset!r}; zero-shot datasets: {', '.join(zs)}", file=sys.stderr)
         return 2
     meta = MetadataCatalog.get(args.dataset)
-    unseen = set(meta.get("unseen_classes", []))
-    names = [n + (" [unseen]" if i in unseen else "") for i, n in enumerate(meta.stuff_classes)]
-    draw_meta = Metadata(stuff_classes=names, stuff_colors=meta.get("stuff_colors"))
+    draw_meta = marked_metadata(args.dataset)
     lut = label_map_for_dataset(args.dataset)
     os.makedirs(args.output, exist_ok=True)
     records = DatasetCatalog.get(args.dataset)
     for rec in records[: args.limit or None]:
         image = read_image(rec["file_name"], "RGB")
         label = read_sem_seg(rec["sem_seg_file_name"], lut, meta.ignore_label)
-        label = np.where(label == meta.ignore_label, len(names), label)  # never drawn
-        vis = Visualizer(image, metadata=draw_meta)
-        out = vis.draw_sem_seg(label, alpha=0.5)
+        drawn = draw_label_map(image, label, draw_meta, meta.ignore_label)
         path = os.path.join(args.output, os.path.splitext(os.path.basename(rec["file_name"]))[0] + ".png")
-        out.save(path)
+        Image.fromarray(drawn).save(path)
         print(path)
     return 0
 

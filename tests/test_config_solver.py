@@ -131,11 +131,16 @@ def test_method_configs_select_registered_parts(path):
     assert cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME in PIXEL_DECODER_REGISTRY
     assert cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME in TRANSFORMER_DECODER_REGISTRY
     assert cfg.MODEL.ZSMASK.MATCHER in MATCHER_REGISTRY
+    assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
+    assert cfg.OUTPUT_DIR.startswith("output/")
+    if path.startswith("configs/toy/"):  # the toy world: toy CLIP, toy-size model, toy datasets
+        assert cfg.MODEL.CLIP.MODEL_NAME == "zsmask-toy-clip" and cfg.MODEL.CLIP.PRETRAINED == "zsmask-toy"
+        assert cfg.DATASETS.TRAIN == ("toy_world_train",) and cfg.DATASETS.TEST == ("toy_world_test",)
+        assert not cfg.INPUT.COLOR_AUG_SSD  # colour defines the toy classes
+        return
     # the paper defaults: 6 encoder layers over 3 levels, 9 decoder layers, 100 queries
     assert cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS == 6
-    assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
     assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 9 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
-    assert cfg.OUTPUT_DIR.startswith("output/")
 
 
 @pytest.mark.parametrize("depth", [50, 101])

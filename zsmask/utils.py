@@ -1,10 +1,13 @@
-"""Small shared utilities: the user cache folder and atomic directory creation."""
+"""Small shared utilities: the user cache folder, atomic directory creation, file hashes, progress lines."""
 import contextlib
+import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import time
 
-__all__ = ["cache_dir", "atomic_write_dir"]
+__all__ = ["cache_dir", "atomic_write_dir", "cache_lock", "Progress", "sha256_file"]
 
 
 def cache_dir() -> str:
@@ -34,3 +37,62 @@ def atomic_write_dir(final_path: str):
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cache_lock(path: str):
+    """Hold an exclusive lock on ``<path>.lock`` while building a cache entry, so concurrent
+    processes (e.g. the ranks of a multi-process launch) build it once and the others wait and
+    then reuse it. Without ``fcntl`` (not POSIX) it does not lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Progress:
+    """Throttled progress lines with ETA for long preparation steps, e.g.
+    ``toy CLIP pretraining: 120/300 (40%), 55s elapsed, ETA 1m22s``.
+
+    ``update(done)`` prints at most every ``every_s`` seconds (and always at ``total``) via
+    ``print_fn`` (default: ``logging.getLogger("zsmask").info``); ``extra`` text is appended.
+    """
+
+    def __init__(self, label: str, total: int, every_s: float = 5.0, print_fn=None):
+        self.label, self.total, self.every_s = label, max(int(total), 1), every_s
+        self._print = print_fn or logging.getLogger("zsmask").info
+        self._start = self._last = time.monotonic()
+
+    @staticmethod
+    def format_seconds(seconds: float) -> str:
+        seconds = int(round(seconds))
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+    def update(self, done: int, extra: str = "") -> None:
+        now = time.monotonic()
+        if done < self.total and now - self._last < self.every_s:
+            return
+        self._last = now
+        elapsed = now - self._start
+        eta = elapsed / done * (self.total - done) if done else float("nan")
+        eta_text = self.format_seconds(eta) if done else "?"
+        line = (f"{self.label}: {done}/{self.total} ({100 * done / self.total:.0f}%), "
+                f"{self.format_seconds(elapsed)} elapsed, ETA {eta_text}")
+        self._print(line + (f", {extra}" if extra else ""))
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (used to detect damaged cache files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,7 +1,8 @@
 """Datasets: zero-shot split definitions, catalog registration, mappers, image I/O.
 
 Importing this package registers the built-in benchmarks (``voc_zs_*``, ``coco_stuff_zs_*``,
-``pcontext_zs_*``) under ``$DETECTRON2_DATASETS``.
+``pcontext_zs_*``) under ``$DETECTRON2_DATASETS`` and the generated toy world (``toy_world_*``,
+drawn into the zsmask cache on first load).
 """
 from . import builtin_meta
 from .builtin import BUILTIN_SPLITS, builtin_datasets_root, register_all_builtin
@@ -16,5 +17,7 @@ from .catalog import (
 from .dataset_mapper import ZeroShotSemSegDatasetMapper
 from .image_io import ImageReadError, LabelFileError, read_image, read_sem_seg
 from .splits import SplitDefinitionError, ZeroShotSplit, vocabulary_label_map
+from .toy_world import register_toy_world
 
 register_all_builtin()
+register_toy_world()

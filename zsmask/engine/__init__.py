@@ -1,12 +1,15 @@
 """Training engine: a launcher that also runs CPU (gloo) processes, and zsmask's trainer."""
 from .launch import launch, uses_cpu_processes
+from .setup import build_config, with_zs3_variants
 from .trainer import AtomicDetectionCheckpointer, Trainer, build_train_loop, create_ddp_model
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "Trainer",
+    "build_config",
     "build_train_loop",
     "create_ddp_model",
     "launch",
     "uses_cpu_processes",
+    "with_zs3_variants",
 ]

@@ -141,6 +141,13 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def train(self):
+        """Run training; return the last evaluation's results (``{dataset: {"sem_seg": {...}}}``,
+        from ``TEST.EVAL_PERIOD`` or the final evaluation) or None if nothing was evaluated.
+        (detectron2 returns them only when ``TEST.EXPECTED_RESULTS`` is set.)"""
+        super().train()
+        return getattr(self, "_last_eval_results", None)
+
     def state_dict(self):
         """Iteration and hook states (LR scheduler) as detectron2's, plus the inner loop's
         state (optimizer, AMP grad scaler) so that ``--resume`` restores the optimizer too."""

@@ -8,7 +8,9 @@ from .loader import (
     load_clip_state_dict,
     register_clip_architecture,
     register_clip_architecture_file,
+    register_pretrained_source,
 )
+from .toy_clip import TOY_CLIP_NAME, TOY_CLIP_TAG, crop_zero_shot_accuracy, toy_clip_report, toy_clip_weights
 from .templates import TEMPLATE_SETS, resolve_templates, validate_templates
 
 __all__ = [
@@ -23,6 +25,12 @@ __all__ = [
     "load_clip_state_dict",
     "register_clip_architecture",
     "register_clip_architecture_file",
+    "register_pretrained_source",
+    "TOY_CLIP_NAME",
+    "TOY_CLIP_TAG",
+    "crop_zero_shot_accuracy",
+    "toy_clip_report",
+    "toy_clip_weights",
     "resolve_templates",
     "split_synonyms",
     "validate_templates",

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import open_clip
 import torch
@@ -29,6 +29,7 @@ __all__ = [
     "register_clip_architecture_file",
     "available_clip_architectures",
     "load_clip_from_config",
+    "register_pretrained_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,19 @@ def register_clip_architecture_file(name: str, path: str) -> None:
         register_clip_architecture(name, config)
     except ValueError as e:
         raise ValueError(f"CLIP architecture file {path!r} (MODEL.CLIP.ARCHITECTURE_FILE): {e}") from e
+
+
+# ------------------------------------------------------------------------------------ sources
+_pretrained_sources: Dict[tuple, Callable[[], str]] = {}
+
+
+def register_pretrained_source(model_name: str, tag: str, resolve: Callable[[], str]) -> None:
+    """Make ``MODEL.CLIP.PRETRAINED: <tag>`` of ``model_name`` mean the local file ``resolve()``
+    returns (called at load time; it may build the file, as the toy CLIP's pretraining does).
+    The file is then loaded exactly like a user's checkpoint file."""
+    if not tag or _looks_like_path(tag):
+        raise ValueError(f"a pretrained source tag must be a plain name, got {tag!r}")
+    _pretrained_sources[(model_name, tag)] = resolve
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -271,8 +285,10 @@ def load_clip(model_name: str, pretrained: str = "") -> nn.Module:
         model_name: open_clip architecture ("ViT-B-16", "RN50", a name registered with
             :func:`register_clip_architecture`, or an open_clip "hf-hub:"/"local-dir:" source).
         pretrained: "" for random initialisation; a path to a local checkpoint file
-            (.pt/.pth/.bin/.safetensors; loaded strictly); or an open_clip pretrained tag of
-            ``model_name`` ("openai", "laion2b_s34b_b88k", ...; downloaded by open_clip).
+            (.pt/.pth/.bin/.safetensors; loaded strictly); a tag registered with
+            :func:`register_pretrained_source` (e.g. ``"zsmask-toy"`` of the toy CLIP), which
+            names a local file; or an open_clip pretrained tag of ``model_name`` ("openai",
+            "laion2b_s34b_b88k", ...; downloaded by open_clip).
 
     Returns a new ``open_clip.CLIP``/``CustomTextCLIP`` each call (no sharing between callers).
     Raises ValueError (unknown name or tag), FileNotFoundError (missing file) or
@@ -291,6 +307,8 @@ def load_clip(model_name: str, pretrained: str = "") -> nn.Module:
         model = open_clip.create_model(model_name, device="cpu")
         return model.float().eval()
 
+    if (model_name, pretrained) in _pretrained_sources:
+        pretrained = _pretrained_sources[(model_name, pretrained)]()
     if not pretrained:
         model = open_clip.create_model(model_name, device="cpu")
     elif os.path.isfile(os.path.expanduser(pretrained)):

@@ -1,0 +1,34 @@
+"""Building a zsmask config from a config file and command-line style overrides."""
+from typing import Sequence
+
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog
+
+from ..config import add_zsmask_config
+from ..data.catalog import VARIANT_SUFFIX
+
+__all__ = ["with_zs3_variants", "build_config"]
+
+
+def with_zs3_variants(test_names: Sequence[str]) -> tuple:
+    """Append the registered ``*_test_zs3`` variant after each ``*_test`` dataset."""
+    out = list(test_names)
+    for name in test_names:
+        if name.endswith(VARIANT_SUFFIX["test"]):
+            zs3 = name[: -len(VARIANT_SUFFIX["test"])] + VARIANT_SUFFIX["zs3"]
+            if zs3 in DatasetCatalog.list() and zs3 not in out:
+                out.append(zs3)
+    return tuple(out)
+
+
+def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+    """detectron2 defaults + :func:`add_zsmask_config` + ``config_file`` (with ``_BASE_``) +
+    ``opts`` (``["KEY", "value", ...]``); with ``TEST.ZERO_SHOT.EVAL_ZS3`` the ZS3 variants
+    join ``DATASETS.TEST``. Not frozen."""
+    cfg = get_cfg()
+    add_zsmask_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.TEST.ZERO_SHOT.EVAL_ZS3:
+        cfg.DATASETS.TEST = with_zs3_variants(cfg.DATASETS.TEST)
+    return cfg
