@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tabulate import tabulate
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
     _say(f"[2/3] training {os.path.relpath(args.config_file, ROOT)} on {train_set} "
          f"(seen classes only: {len(MetadataCatalog.get(train_set).stuff_classes)}) for {cfg.SOLVER.MAX_ITER} "
          f"iterations of batch {cfg.SOLVER.IMS_PER_BATCH} on {args.device}; ETA lines every 20 iterations")
+    seed_all_rng(cfg.SEED)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     train_start = time.monotonic()

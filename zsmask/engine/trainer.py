@@ -146,7 +146,10 @@ class Trainer(DefaultTrainer):
         from ``TEST.EVAL_PERIOD`` or the final evaluation) or None if nothing was evaluated.
         (detectron2 returns them only when ``TEST.EXPECTED_RESULTS`` is set.)"""
         super().train()
-        return getattr(self, "_last_eval_results", None)
+        results = getattr(self, "_last_eval_results", None)
+        if results and len(self.cfg.DATASETS.TEST) == 1 and self.cfg.DATASETS.TEST[0] not in results:
+            results = {self.cfg.DATASETS.TEST[0]: results}  # detectron2 unwraps a single dataset
+        return results
 
     def state_dict(self):
         """Iteration and hook states (LR scheduler) as detectron2's, plus the inner loop's
