@@ -1,5 +1,5 @@
 # zsmask: the two quick-start commands and the install step they share.
-#   make quickstart   set up .venv and run the main job (generated zero-shot split, GZS3 evaluation)
+#   make quickstart   set up .venv and run the main job (toy world: prepare, train, evaluate GZS3, draw)
 #   make test         set up .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python

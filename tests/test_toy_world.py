@@ -31,6 +31,7 @@ from zsmask.modeling.clip.toy_clip import (
     ToyClipRecipe,
     crop_zero_shot_accuracy,
     pretrain_toy_clip,
+    toy_clip_report,
     toy_clip_weights,
 )
 
@@ -195,6 +196,7 @@ def test_toy_clip_cache_is_reused_verified_and_loaded_by_the_clip_loader(tmp_pat
     with open(weights[:-3] + ".json") as f:
         sidecar = json.load(f)
     assert sidecar["model_name"] == TOY_CLIP_NAME and sidecar["recipe"]["steps"] == 2
+    assert toy_clip_report(weights) == sidecar["report"] and sidecar["report"]["steps"] == 2
     mtime = os.path.getmtime(weights)
     lines.clear()
     assert toy_clip_weights(recipe, root=str(tmp_path), print_fn=lines.append) == weights

@@ -12,6 +12,9 @@ import argparse
 import json
 import os
 import sys
+import warnings
+
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised by imports below
 
 from zsmask.toy import prepare_toy_world
 

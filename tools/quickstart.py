@@ -25,6 +25,8 @@ import sys
 import time
 import warnings
 
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised by imports below
+
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -108,7 +110,6 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     start = time.monotonic()
-    warnings.filterwarnings("ignore", category=FutureWarning)
     setup_logger(name="detectron2", abbrev_name="d2")
     setup_logger(name="zsmask")
     logging.getLogger().setLevel(logging.WARNING)  # open_clip's INFO chatter on the root logger

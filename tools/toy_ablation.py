@@ -19,7 +19,10 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 import time
+
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised by imports below
 
 import numpy as np
 import torch
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
             progress.update(done, f"{method} seed {seed}: " + ", ".join(
                 f"{name} {result[key]:.2f}" for key, name in METRICS) + f", {result['train_seconds']:.0f}s")
     table = summarise(runs)
-    header = (f"Toy-world ablation: {args.max_iter} iterations x batch of each config, seeds {args.seeds}, "
+    header = (f"Toy-world ablation: {args.max_iter} iterations at each config's batch size, seeds {args.seeds}, "
               f"GZS3 on toy_world_test (mean ± std over seeds)")
     with open(os.path.join(args.output_dir, "ablation.json"), "w", encoding="utf-8") as f:
         json.dump({"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "runs": runs}, f, indent=1)

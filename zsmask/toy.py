@@ -30,8 +30,8 @@ def prepare_toy_world(
     folder = generate_toy_world(world, root, print_fn=print_fn)
     print_fn(f"toy world ready: {folder}")
     weights = toy_clip_weights(clip_recipe, root, print_fn=print_fn)
-    report = toy_clip_report(clip_recipe, root)
-    print_fn(f"toy CLIP ready: {weights}")
+    report = toy_clip_report(weights)
+    print_fn(f"toy CLIP checkpoint: {weights}")
     print_fn(format_toy_clip_report(report))
     return {"world": folder, "clip_weights": weights, "clip_report": report, "seconds": time.monotonic() - start}
 

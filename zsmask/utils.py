@@ -82,8 +82,7 @@ class Progress:
             return
         self._last = now
         elapsed = now - self._start
-        eta = elapsed / done * (self.total - done) if done else float("nan")
-        eta_text = self.format_seconds(eta) if done else "?"
+        eta_text = self.format_seconds(elapsed / done * (self.total - done)) if done else "?"
         line = (f"{self.label}: {done}/{self.total} ({100 * done / self.total:.0f}%), "
                 f"{self.format_seconds(elapsed)} elapsed, ETA {eta_text}")
         self._print(line + (f", {extra}" if extra else ""))

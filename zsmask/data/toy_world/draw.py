@@ -10,7 +10,7 @@ import numpy as np
 
 from .classes import COLOURS, TOY_CLASSES, ToyClass
 
-__all__ = ["draw_texture", "blob_mask", "draw_scene", "draw_crop", "SceneObject"]
+__all__ = ["draw_texture", "blob_mask", "draw_scene", "draw_crop"]
 
 _NOISE_STD = 6.0  # per-pixel sensor noise, 0-255 scale
 
@@ -86,10 +86,6 @@ def blob_mask(rng: np.random.RandomState, h: int, w: int, cy: float, cx: float, 
     return r < wobble
 
 
-class SceneObject(tuple):
-    """``(class_id, visible_pixels)`` of one drawn object."""
-
-
 def _background(rng, size: int, stuff: List[ToyClass]) -> Tuple[np.ndarray, np.ndarray]:
     """One stuff class, or two separated by a smooth random curve: ``(image, label)``."""
     first = stuff[rng.randint(len(stuff))]
@@ -129,7 +125,7 @@ def draw_scene(rng: np.random.RandomState, size: int = 128, max_objects: int = 4
         label[mask] = cls.id
         drawn.append(cls.id)
     image = np.clip(image + rng.normal(0, _NOISE_STD, size=image.shape), 0, 255).astype(np.uint8)
-    objects = [SceneObject((c, int((label == c).sum()))) for c in dict.fromkeys(drawn)]
+    objects = [(c, int((label == c).sum())) for c in dict.fromkeys(drawn)]
     return image, label, objects
 
 
@@ -147,11 +143,9 @@ def draw_crop(rng: np.random.RandomState, cls: ToyClass, size: int = 64) -> np.n
         cy, cx = size / 2 + rng.uniform(-0.1, 0.1, size=2) * size
         mask = blob_mask(rng, size, size, cy, cx, size * rng.uniform(0.3, 0.45))
         image[mask] = draw_texture(rng, cls, size, size)[mask]
-        occluder_p = 0.3
     else:
         image = draw_texture(rng, cls, size, size)
-        occluder_p = 0.3
-    if rng.rand() < occluder_p:
+    if rng.rand() < 0.3:
         other = things[rng.randint(len(things))]
         corner = rng.choice([0.0, 1.0], size=2) * size
         mask = blob_mask(rng, size, size, corner[0], corner[1], size * rng.uniform(0.15, 0.3))

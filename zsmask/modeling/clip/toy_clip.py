@@ -163,7 +163,6 @@ def pretrain_toy_clip(
     start = time.monotonic()
     torch.manual_seed(recipe.seed)
     rng = np.random.RandomState(recipe.seed)
-    register_clip_architecture(TOY_CLIP_NAME, TOY_CLIP_ARCHITECTURE)
     model = load_clip(TOY_CLIP_NAME, "")
     model.train()
     tokenizer = open_clip.get_tokenizer(TOY_CLIP_NAME)
@@ -237,7 +236,7 @@ def toy_clip_weights(
         if problem != "no checkpoint":
             logger.warning(f"toy CLIP cache is damaged ({problem}); pretraining it again")
         (print_fn or logger.info)(
-            f"pretraining the toy CLIP ({recipe.steps} steps; about 3 minutes on 2 CPU cores, once)"
+            f"pretraining the toy CLIP ({recipe.steps} steps of batch {recipe.batch_size}; cached afterwards)"
         )
         model, report = pretrain_toy_clip(recipe, print_fn)
         tmp = f"{weights}.tmp-{os.getpid()}"
@@ -257,10 +256,9 @@ def toy_clip_weights(
     return weights
 
 
-def toy_clip_report(recipe: ToyClipRecipe = DEFAULT_TOY_CLIP_RECIPE, root: Optional[str] = None) -> Dict[str, object]:
-    """The pretraining report stored beside the cached checkpoint (pretrains it if needed)."""
-    toy_clip_weights(recipe, root)
-    with open(_paths(recipe, root)[1], "r", encoding="utf-8") as f:
+def toy_clip_report(weights: str) -> Dict[str, object]:
+    """The pretraining report stored beside a checkpoint from :func:`toy_clip_weights`."""
+    with open(os.path.splitext(weights)[0] + ".json", "r", encoding="utf-8") as f:
         return json.load(f)["report"]
 
 
