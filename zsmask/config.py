@@ -168,6 +168,26 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Pixels of the input (not the padding) only; resize back to the record's height/width.
     cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
 
+    # ---------------------------------------------------------------- split matching
+    # Split Matching (Chen et al.): pseudo masks for unannotated regions from frozen CLIP features.
+    cfg.MODEL.SPLIT_MATCHING = CN()
+    # CLIP K-means pseudo-mask generator (Sec. 3.2; the paper gives no values, these are ours).
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS = CN()
+    # Eq. 1 window sizes S, in cells of the CLIP dense feature grid (stride round(s/2)).
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.WINDOW_SIZES = [4, 8, 16]
+    # K-means (cosine) rounds from the seeds.
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.KMEANS_ITERATIONS = 10
+    # Mask fusion: clusters whose centroids' cosine similarity exceeds this are merged.
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.FUSION_THRESHOLD = 0.9
+    # Smallest pseudo mask kept, as a fraction of the image's pixels.
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.MIN_AREA = 0.005
+    # At most this many pseudo masks per image (the largest).
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.MAX_MASKS = 20
+    # A CLIP feature cell is clustered when more than this fraction of its pixels is unannotated.
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CELL_UNANNOTATED_FRACTION = 0.5
+    # Region embedding C_u: "cls" (CLIP [CLS] of the masked image, the paper's) or "dense".
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING = "cls"
+
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.
     cfg.TEST.ZERO_SHOT = CN()

@@ -1,0 +1,148 @@
+"""CLIP K-means pseudo masks (Split Matching Sec. 3.2): seeds, K-means, fusion, the generator."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zsmask.modeling.pseudo_masks import (
+    PseudoMaskGenerator,
+    fuse_clusters,
+    multiscale_seeds,
+    spherical_kmeans,
+    window_starts,
+)
+
+from conftest import TINY_CLIP_CONFIG, TINY_CLIP_NAME
+
+
+def test_window_starts_follow_eq1_index_sets():
+    assert window_starts(8, 4).tolist() == [0, 2, 4]          # {0, s/2, ..., H - s}
+    assert window_starts(7, 4).tolist() == [0, 2, 3]          # the last window ends at the border
+    assert window_starts(5, 3).tolist() == [0, 2]             # stride round(1.5) = 2
+    assert window_starts(4, 16).tolist() == [0]               # a window larger than the grid is clipped
+    assert window_starts(6, 1).tolist() == list(range(6))
+
+
+def test_multiscale_seeds_are_window_means():
+    torch.manual_seed(0)
+    features = torch.randn(2, 5, 7, 9)
+    seeds = multiscale_seeds(features, [2, 4])
+    expected = []
+    for s in (2, 4):
+        for i, j in itertools.product(window_starts(7, s).tolist(), window_starts(9, s).tolist()):
+            expected.append(features[:, :, i:i + s, j:j + s].mean(dim=(2, 3)))
+    torch.testing.assert_close(seeds, torch.stack(expected, dim=1))
+    with pytest.raises(ValueError, match="positive"):
+        multiscale_seeds(features, [0])
+
+
+def _planted(height=16, width=16, dim=32, noise=0.05, seed=0):
+    """A feature map with three planted regions (left half, top-right, bottom-right)."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = F.normalize(torch.randn(3, dim, generator=g), dim=-1)
+    regions = torch.zeros(height, width, dtype=torch.long)
+    regions[: height // 2, width // 2:] = 1
+    regions[height // 2:, width // 2:] = 2
+    features = prototypes[regions].permute(2, 0, 1) + noise * torch.randn(dim, height, width, generator=g)
+    return features.unsqueeze(0), regions
+
+
+def _same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two label maps group the cells identically (up to label names)."""
+    pairs = set(zip(a.flatten().tolist(), b.flatten().tolist()))
+    return len(pairs) == len(set(a.flatten().tolist())) == len(set(b.flatten().tolist()))
+
+
+def test_kmeans_and_fusion_recover_planted_regions():
+    features, regions = _planted()
+    generator = PseudoMaskGenerator(window_sizes=[2, 4, 8], fusion_threshold=0.8)
+    fused, k = generator.cluster(features, torch.ones(1, 16, 16, dtype=torch.bool))
+    assert k == 15 * 15 + 7 * 7 + 3 * 3  # seeds of windows 2, 4 and 8 (strides 1, 2, 4) on 16 x 16
+    assert _same_partition(fused[0], regions)
+    # only the unannotated cells are clustered; the others get no cluster (id K)
+    valid = torch.zeros(1, 16, 16, dtype=torch.bool)
+    valid[0, :, 8:] = True
+    fused, k = generator.cluster(features, valid)
+    assert (fused[0, :, :8] == k).all() and _same_partition(fused[0, :, 8:], regions[:, 8:])
+
+
+def test_spherical_kmeans_ignores_invalid_cells_and_counts_members():
+    x = torch.tensor([[[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [1.0, 0.05]]])
+    valid = torch.tensor([[True, True, True, False]])
+    assignment, centroids, counts = spherical_kmeans(x, torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), valid, 5)
+    assert assignment.tolist() == [[0, 0, 1, -1]] and counts.tolist() == [[2.0, 1.0]]
+    torch.testing.assert_close(centroids[0, 0], F.normalize(F.normalize(x[0, :2], dim=-1).sum(0), dim=0))
+
+
+def test_fusion_merges_near_duplicates_transitively_and_keeps_empty_clusters_apart():
+    a = torch.tensor([1.0, 0.0, 0.0])
+    b = F.normalize(torch.tensor([1.0, 0.45, 0.0]), dim=0)   # cos(a, b) ~ 0.91
+    c = F.normalize(torch.tensor([1.0, 0.95, 0.0]), dim=0)   # cos(b, c) ~ 0.95, cos(a, c) ~ 0.72
+    d = torch.tensor([0.0, 0.0, 1.0])
+    centroids = torch.stack([a, b, c, d, a]).unsqueeze(0)
+    counts = torch.tensor([[3.0, 2.0, 4.0, 1.0, 0.0]])  # the last one is empty
+    assert fuse_clusters(centroids, counts, 0.9).tolist() == [[0, 0, 0, 3, 5]]
+    assert fuse_clusters(centroids, counts, 0.99).tolist() == [[0, 1, 2, 3, 5]]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    from detectron2.config import get_cfg
+
+    from zsmask.config import add_zsmask_config
+    from zsmask.modeling.clip import CLIPTextImageEncoder, register_clip_architecture
+
+    register_clip_architecture(TINY_CLIP_NAME, TINY_CLIP_CONFIG)
+    cfg = add_zsmask_config(get_cfg())
+    cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.CLIP.PRETRAINED = TINY_CLIP_NAME, ""
+    cfg.MODEL.CLIP.PROMPT_TEMPLATE_SET = "single"
+    torch.manual_seed(0)
+    return CLIPTextImageEncoder(cfg)
+
+
+@pytest.mark.parametrize("region_embedding", ["cls", "dense"])
+def test_generator_masks_stay_in_unannotated_pixels(tiny_clip, region_embedding):
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 70, 90) * 255
+    unannotated = torch.zeros(2, 70, 90, dtype=torch.bool)
+    unannotated[0, 10:60, 5:80] = True
+    unannotated[1, :, 45:] = True
+    unannotated[1, 30:33, :] = True  # a thin strip: too small to make its own cells
+    generator = PseudoMaskGenerator(window_sizes=[1, 2], fusion_threshold=0.95, min_area=0.01, max_masks=5,
+                                    region_embedding=region_embedding)
+    outputs = generator(tiny_clip, images, unannotated)
+    assert len(outputs) == 2
+    for out, region in zip(outputs, unannotated):
+        u = out.masks.shape[0]
+        assert 1 <= u <= 5 and out.masks.dtype == torch.bool and out.masks.shape[1:] == (70, 90)
+        assert not (out.masks & ~region).any()  # never on annotated pixels
+        area = out.masks.flatten(1).sum(1)
+        assert (area >= 0.01 * 70 * 90).all() and (area[:-1] >= area[1:]).all()
+        assert (out.masks.sum(0) <= 1).all()  # fused clusters do not overlap
+        assert out.embeddings.shape == (u, tiny_clip.embed_dim)
+        torch.testing.assert_close(out.embeddings.norm(dim=-1), torch.ones(u))
+    single = generator(tiny_clip, images[1:], unannotated[1:])[0]  # batching changes nothing
+    assert torch.equal(single.masks, outputs[1].masks)
+    torch.testing.assert_close(single.embeddings, outputs[1].embeddings, atol=1e-5, rtol=0)
+
+
+def test_cls_region_embedding_is_clip_of_the_masked_image(tiny_clip):
+    torch.manual_seed(2)
+    images = torch.rand(1, 3, 64, 64) * 255
+    unannotated = torch.zeros(1, 64, 64, dtype=torch.bool)
+    unannotated[0, :, :32] = True
+    out = PseudoMaskGenerator(window_sizes=[4], fusion_threshold=0.0, min_area=0.0)(tiny_clip, images, unannotated)[0]
+    assert torch.equal(out.masks, unannotated)  # threshold 0 fuses everything into one mask
+    masked = torch.where(unannotated[:, None], images, tiny_clip.pixel_mean.view(1, 3, 1, 1))
+    torch.testing.assert_close(out.embeddings, tiny_clip.encode_image_dense(masked)["cls_embedding"], atol=1e-5, rtol=0)
+
+
+def test_no_unannotated_pixels_gives_no_masks(tiny_clip):
+    images = torch.rand(1, 3, 32, 32) * 255
+    out = PseudoMaskGenerator()(tiny_clip, images, torch.zeros(1, 32, 32, dtype=torch.bool))[0]
+    assert out.masks.shape == (0, 32, 32) and out.embeddings.shape == (0, tiny_clip.embed_dim)
+    with pytest.raises(ValueError, match="unannotated"):
+        PseudoMaskGenerator()(tiny_clip, images, torch.zeros(1, 16, 32, dtype=torch.bool))
+    with pytest.raises(ValueError, match="region_embedding"):
+        PseudoMaskGenerator(region_embedding="mlp")

@@ -1,0 +1,156 @@
+"""Pseudo masks Y_u and region embeddings C_u for the unannotated regions of training images
+(Split Matching Sec. 3.2, following CLIP-ZSS's multi-scale K-means and mask fusion).
+
+Per image: frozen CLIP dense features O (``encode_image_dense``) -> seeds G (Eq. 1) -> K-means
+over the unannotated cells -> fusion of clusters with similar centroids -> one mask per fused
+cluster, intersected with the unannotated pixels at image resolution (so a pseudo mask never
+covers an annotated pixel) -> C_u, the CLIP [CLS] embedding of the image with everything
+outside the mask replaced by CLIP's mean pixel (``region_embedding="cls"``, the paper's), or
+the mask-averaged dense feature (``"dense"``).
+"""
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+
+from .kmeans import fuse_clusters, multiscale_seeds, spherical_kmeans
+
+__all__ = ["PseudoMasks", "PseudoMaskGenerator", "REGION_EMBEDDINGS"]
+
+REGION_EMBEDDINGS = ("cls", "dense")
+_CLIP_BATCH = 32  # masked images per CLIP forward
+
+
+@dataclass
+class PseudoMasks:
+    """Pseudo masks of one image: ``masks`` ``(U, H, W)`` bool, ``embeddings`` ``(U, D)``
+    L2-normalised C_u; U may be 0. Ordered by area, largest first."""
+
+    masks: torch.Tensor
+    embeddings: torch.Tensor
+
+
+class PseudoMaskGenerator:
+    """Builds :class:`PseudoMasks` for a batch; holds no weights (CLIP is passed in)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        window_sizes: Sequence[int] = (4, 8, 16),
+        kmeans_iterations: int = 10,
+        fusion_threshold: float = 0.9,
+        min_area: float = 0.005,
+        max_masks: int = 20,
+        cell_unannotated_fraction: float = 0.5,
+        region_embedding: str = "cls",
+    ):
+        """
+        Args:
+            window_sizes: Eq. 1's window sizes S, in cells of the CLIP feature grid.
+            kmeans_iterations: K-means rounds.
+            fusion_threshold: centroids with cosine similarity above it are merged.
+            min_area: smallest pseudo mask kept, as a fraction of the image's pixels.
+            max_masks: at most this many pseudo masks per image (the largest).
+            cell_unannotated_fraction: a feature cell is clustered when more than this
+                fraction of its pixels is unannotated.
+            region_embedding: "cls" (CLIP [CLS] of the masked image) or "dense" (mask-averaged
+                dense CLIP features).
+        """
+        if region_embedding not in REGION_EMBEDDINGS:
+            raise ValueError(f"region_embedding must be one of {REGION_EMBEDDINGS}, got {region_embedding!r}")
+        if not 0.0 <= fusion_threshold <= 1.0:
+            raise ValueError(f"fusion_threshold must be in [0, 1], got {fusion_threshold}")
+        self.window_sizes = tuple(int(s) for s in window_sizes)
+        self.kmeans_iterations = kmeans_iterations
+        self.fusion_threshold = fusion_threshold
+        self.min_area = min_area
+        self.max_masks = max_masks
+        self.cell_unannotated_fraction = cell_unannotated_fraction
+        self.region_embedding = region_embedding
+
+    @classmethod
+    def from_config(cls, cfg):
+        pm = cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS
+        return {
+            "window_sizes": list(pm.WINDOW_SIZES),
+            "kmeans_iterations": pm.KMEANS_ITERATIONS,
+            "fusion_threshold": pm.FUSION_THRESHOLD,
+            "min_area": pm.MIN_AREA,
+            "max_masks": pm.MAX_MASKS,
+            "cell_unannotated_fraction": pm.CELL_UNANNOTATED_FRACTION,
+            "region_embedding": pm.REGION_EMBEDDING,
+        }
+
+    def cluster(self, dense: torch.Tensor, cell_valid: torch.Tensor):
+        """Fused cluster of every cell: ``dense`` ``(B, D, h, w)``, ``cell_valid`` ``(B, h, w)``
+        bool -> ``(B, h, w)`` long component ids (``K`` = no cluster) and ``K``."""
+        batch, dim, height, width = dense.shape
+        seeds = multiscale_seeds(dense, self.window_sizes)
+        cells = dense.flatten(2).transpose(1, 2)
+        assignment, centroids, counts = spherical_kmeans(cells, seeds, cell_valid.flatten(1), self.kmeans_iterations)
+        component = fuse_clusters(centroids, counts, self.fusion_threshold)  # (B, K)
+        k = seeds.shape[1]
+        padded = torch.cat([component, torch.full_like(component[:, :1], k)], dim=1)  # index K -> K
+        fused = padded.gather(1, torch.where(assignment < 0, torch.full_like(assignment, k), assignment))
+        return fused.view(batch, height, width), k
+
+    @torch.no_grad()
+    def __call__(self, clip, images: torch.Tensor, unannotated: torch.Tensor) -> List[PseudoMasks]:
+        """
+        Args:
+            clip: a :class:`~zsmask.modeling.clip.CLIPTextImageEncoder` (frozen).
+            images: ``(B, 3, H, W)`` RGB on the 0-255 scale.
+            unannotated: ``(B, H, W)`` bool, the pixels pseudo masks may cover (the ignore
+                pixels of the training label, *without* padding).
+        Returns:
+            one :class:`PseudoMasks` per image, on the images' device.
+        """
+        if unannotated.shape != (images.shape[0],) + tuple(images.shape[-2:]):
+            raise ValueError(f"unannotated {tuple(unannotated.shape)} must be (B, H, W) of images {tuple(images.shape)}")
+        height, width = images.shape[-2:]
+        dense = clip.encode_image_dense(images)["patch_embeddings"].float()  # (B, D, h, w)
+        stride = clip.dense_stride
+        grid = F.pad(unannotated.float(), (0, dense.shape[-1] * stride - width, 0, dense.shape[-2] * stride - height))
+        cell_valid = F.avg_pool2d(grid.unsqueeze(1), stride).squeeze(1) > self.cell_unannotated_fraction
+        fused, k = self.cluster(dense, cell_valid)
+        outputs = []
+        for i in range(images.shape[0]):
+            masks = self._image_masks(fused[i], k, unannotated[i], stride)
+            outputs.append(PseudoMasks(masks, self._embeddings(clip, images[i], dense[i], masks)))
+        return outputs
+
+    def _image_masks(self, fused: torch.Tensor, k: int, unannotated: torch.Tensor, stride: int) -> torch.Tensor:
+        """``(h, w)`` component ids -> ``(U, H, W)`` bool masks, largest first."""
+        height, width = unannotated.shape
+        cell_area = torch.bincount(fused.flatten(), minlength=k + 1)[:k]
+        candidates = torch.nonzero(cell_area, as_tuple=False).flatten()
+        candidates = candidates[cell_area[candidates].argsort(descending=True)][: 2 * self.max_masks]
+        cells = fused.unsqueeze(0) == candidates.view(-1, 1, 1)  # (U', h, w)
+        masks = cells.repeat_interleave(stride, dim=1).repeat_interleave(stride, dim=2)[:, :height, :width]
+        masks = masks & unannotated.unsqueeze(0)
+        area = masks.flatten(1).sum(dim=1)
+        keep = area >= self.min_area * height * width
+        masks, area = masks[keep], area[keep]
+        return masks[area.argsort(descending=True)][: self.max_masks]
+
+    def _embeddings(self, clip, image: torch.Tensor, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """C_u ``(U, D)`` of one image's masks."""
+        if masks.shape[0] == 0:
+            return dense.new_zeros((0, dense.shape[0]))
+        if self.region_embedding == "dense":
+            stride = clip.dense_stride
+            weights = F.avg_pool2d(F.pad(masks.float().unsqueeze(1), (0, dense.shape[-1] * stride - masks.shape[-1],
+                                                                      0, dense.shape[-2] * stride - masks.shape[-2])),
+                                   stride).flatten(1)  # (U, h*w) mask fraction per cell
+            pooled = weights @ dense.flatten(1).T  # (U, D)
+            return F.normalize(pooled, dim=-1)
+        mean = clip.pixel_mean.view(1, 3, 1, 1).to(image.dtype)
+        embeddings = []
+        for chunk in masks.split(_CLIP_BATCH):
+            keep = chunk.unsqueeze(1).to(image.dtype)  # (u, 1, H, W)
+            masked = image.unsqueeze(0) * keep + mean * (1 - keep)
+            embeddings.append(clip.encode_image_dense(masked)["cls_embedding"].float())
+        return torch.cat(embeddings, dim=0)
