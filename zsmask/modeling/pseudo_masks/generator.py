@@ -32,6 +32,14 @@ class PseudoMasks:
     embeddings: torch.Tensor
 
 
+def _cell_fractions(masks: torch.Tensor, grid: tuple, stride: int) -> torch.Tensor:
+    """Fraction of each ``stride x stride`` feature cell covered by ``masks`` ``(N, H, W)``
+    (zero-padded at the bottom / right to the ``(h, w)`` grid): ``(N, h, w)``."""
+    height, width = masks.shape[-2:]
+    padded = F.pad(masks.float(), (0, grid[1] * stride - width, 0, grid[0] * stride - height))
+    return F.avg_pool2d(padded.unsqueeze(1), stride).squeeze(1)
+
+
 class PseudoMaskGenerator:
     """Builds :class:`PseudoMasks` for a batch; holds no weights (CLIP is passed in)."""
 
@@ -110,11 +118,9 @@ class PseudoMaskGenerator:
         """
         if unannotated.shape != (images.shape[0],) + tuple(images.shape[-2:]):
             raise ValueError(f"unannotated {tuple(unannotated.shape)} must be (B, H, W) of images {tuple(images.shape)}")
-        height, width = images.shape[-2:]
         dense = clip.encode_image_dense(images)["patch_embeddings"].float()  # (B, D, h, w)
         stride = clip.dense_stride
-        grid = F.pad(unannotated.float(), (0, dense.shape[-1] * stride - width, 0, dense.shape[-2] * stride - height))
-        cell_valid = F.avg_pool2d(grid.unsqueeze(1), stride).squeeze(1) > self.cell_unannotated_fraction
+        cell_valid = _cell_fractions(unannotated, dense.shape[-2:], stride) > self.cell_unannotated_fraction
         fused, k = self.cluster(dense, cell_valid)
         outputs = []
         for i in range(images.shape[0]):
@@ -141,10 +147,7 @@ class PseudoMaskGenerator:
         if masks.shape[0] == 0:
             return dense.new_zeros((0, dense.shape[0]))
         if self.region_embedding == "dense":
-            stride = clip.dense_stride
-            weights = F.avg_pool2d(F.pad(masks.float().unsqueeze(1), (0, dense.shape[-1] * stride - masks.shape[-1],
-                                                                      0, dense.shape[-2] * stride - masks.shape[-2])),
-                                   stride).flatten(1)  # (U, h*w) mask fraction per cell
+            weights = _cell_fractions(masks, dense.shape[-2:], clip.dense_stride).flatten(1)  # (U, h*w)
             pooled = weights @ dense.flatten(1).T  # (U, D)
             return F.normalize(pooled, dim=-1)
         mean = clip.pixel_mean.view(1, 3, 1, 1).to(image.dtype)
