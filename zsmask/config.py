@@ -55,6 +55,28 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Vocabulary for inference when an input names no dataset and carries no "vocabulary"
     # (empty: the first of DATASETS.TEST).
     cfg.MODEL.ZSMASK.DEFAULT_TEST_DATASET = ""
+    # Class scores at inference: "softmax" over the vocabulary + "no object" (Mask2Former) or
+    # "sigmoid" per class (for classifiers trained with a sigmoid focal loss, e.g. Split Matching).
+    cfg.MODEL.ZSMASK.CLASS_SCORE = "softmax"
+    # Initial value of the learned bias added to every class logit (only matters for sigmoid
+    # scores; -4.6 gives the focal-loss prior p = 0.01).
+    cfg.MODEL.ZSMASK.LOGIT_BIAS_INIT = 0.0
+    # Pseudo labeler from zsmask's PSEUDO_LABELER_REGISTRY that adds targets for unannotated
+    # regions in training ("" = none; "clip_kmeans" = Split Matching's CLIP K-means masks).
+    cfg.MODEL.ZSMASK.PSEUDO_LABELER = ""
+    # Training-only heads from zsmask's AUXILIARY_HEAD_REGISTRY, each adding its own losses
+    # (e.g. "MultiScaleFeatureEnhancement"); never run at inference.
+    cfg.MODEL.ZSMASK.AUXILIARY_HEADS = []
+    # Extra randomly drawn decoder queries appended to the learned ones at inference only.
+    cfg.MODEL.ZSMASK.RANDOM_QUERIES = CN()
+    # How many (0 = none; Split Matching uses 50 on COCO-Stuff).
+    cfg.MODEL.ZSMASK.RANDOM_QUERIES.NUM = 0
+    # Seed of the torch.Generator (on CPU) the random queries are drawn from: the same seed gives
+    # the same queries, and the same predictions, on every device and call.
+    cfg.MODEL.ZSMASK.RANDOM_QUERIES.SEED = 0
+    # "normal": N(0, 1) per dimension, the learned queries' initial distribution (nn.Embedding);
+    # "fitted": N(mean, std) per dimension of the trained learned queries.
+    cfg.MODEL.ZSMASK.RANDOM_QUERIES.DISTRIBUTION = "normal"
     # DistributedDataParallel's find_unused_parameters: set True only when some parameters get
     # no gradient in a training step (e.g. a branch skipped by the config); it costs a graph walk.
     cfg.MODEL.ZSMASK.DDP_FIND_UNUSED_PARAMETERS = False
@@ -145,11 +167,16 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
     # Losses on the prediction of every decoder layer (and the one before the first).
     cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+    # Criterion losses (registered names, see zsmask/modeling/criterion.py): Mask2Former's
+    # "labels" (softmax CE) and "masks" (BCE + dice); Split Matching's "focal_labels",
+    # "iou_dice_masks" and "candidate_cosine".
+    cfg.MODEL.ZSMASK.LOSSES = ["labels", "masks"]
     # Weight of the "no object" class in the classification loss.
     cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
-    # Loss (and matching cost) weights: classification, mask BCE, mask dice.
+    # Loss (and matching cost) weights: classification (softmax CE, or sigmoid focal with
+    # Split Matching), mask region term, mask dice.
     cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0
-    # Weight of the mask sigmoid-BCE loss and cost.
+    # Weight of the mask region loss and cost: sigmoid BCE (Mask2Former) or soft IoU (Split Matching).
     cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
     # Weight of the mask dice loss and cost.
     cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
@@ -185,8 +212,31 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.MAX_MASKS = 20
     # A CLIP feature cell is clustered when more than this fraction of its pixels is unannotated.
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CELL_UNANNOTATED_FRACTION = 0.5
-    # Region embedding C_u: "cls" (CLIP [CLS] of the masked image, the paper's) or "dense".
+    # Region embedding C_u (Table 3): "cls" (CLIP [CLS] of the masked image, the paper's),
+    # "dense" (mask-averaged dense CLIP features) or "dense_mlp" (those through a trained MLP).
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING = "cls"
+    # On-disk cache of pseudo masks: "" (off), "auto" (<zsmask cache>/pseudo_masks) or a folder;
+    # keyed by the augmented image, its unannotated pixels, the CLIP weights and the settings
+    # above, so entries are reused only for identical views (see zsmask/modeling/pseudo_masks/labeler.py).
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CACHE_DIR = ""
+    # K_u: the last K_u of MODEL.MASK_FORMER.NUM_OBJECT_QUERIES are candidate queries, matched
+    # to pseudo masks only; the others are seen queries, matched to annotated classes only.
+    cfg.MODEL.SPLIT_MATCHING.NUM_CANDIDATE_QUERIES = 50
+    # Eq. 3's focal / IoU / dice terms are weighted by MODEL.MASK_FORMER.CLASS_WEIGHT / MASK_WEIGHT /
+    # DICE_WEIGHT (the paper keeps Mask2Former's 2 / 5 / 5).
+    # Weight of L_cos = 1 - cos(V'_u, C_u) over matched candidate queries.
+    cfg.MODEL.SPLIT_MATCHING.COSINE_WEIGHT = 1.0
+    # Focal loss alpha and gamma (Lin et al. 2017), for the classification and MFE losses.
+    cfg.MODEL.SPLIT_MATCHING.FOCAL_ALPHA = 0.25
+    # Focal loss gamma.
+    cfg.MODEL.SPLIT_MATCHING.FOCAL_GAMMA = 2.0
+    # Multi-scale Feature Enhancement (Sec. 3.3), enabled by listing "MultiScaleFeatureEnhancement"
+    # in MODEL.ZSMASK.AUXILIARY_HEADS.
+    cfg.MODEL.SPLIT_MATCHING.MFE = CN()
+    # Normalisation in its conv blocks (Table 4): "GN", "BN" or "" (none).
+    cfg.MODEL.SPLIT_MATCHING.MFE.NORM = "GN"
+    # Weight of L_MFE = CE + focal against Y_p.
+    cfg.MODEL.SPLIT_MATCHING.MFE.WEIGHT = 1.0
 
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.

@@ -29,8 +29,10 @@ class ZeroShotSemSegDatasetMapper:
     Output keys: ``image`` (uint8 ``(3, H, W)``), ``height`` / ``width`` (original size),
     ``file_name``, ``dataset_name``; when training also ``sem_seg`` (int64 ``(H, W)``, values
     are vocabulary indices or ``ignore_label``) and ``instances`` (one binary mask per class
-    present: ``gt_classes`` ``(K,)``, ``gt_masks`` ``(K, H, W)``). Training images and labels
-    are padded to ``size_divisibility`` (image with 0, label with ``ignore_label``).
+    present: ``gt_classes`` ``(K,)``, ``gt_masks`` ``(K, H, W)``) and ``unannotated`` (bool
+    ``(H, W)``: the ignore pixels of the image, for pseudo labelers). Training images and labels
+    are padded to ``size_divisibility`` (image with 0, label with ``ignore_label``; padding is
+    not ``unannotated``).
     """
 
     @configurable
@@ -104,14 +106,17 @@ class ZeroShotSemSegDatasetMapper:
             return dataset_dict
 
         sem_seg = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        unannotated = sem_seg == self.ignore_label
         if self.size_divisibility > 0:
             h, w = image.shape[-2:]
             pad_h = (-h) % self.size_divisibility
             pad_w = (-w) % self.size_divisibility
             image = F.pad(image, (0, pad_w, 0, pad_h), value=0)
             sem_seg = F.pad(sem_seg, (0, pad_w, 0, pad_h), value=self.ignore_label)
+            unannotated = F.pad(unannotated, (0, pad_w, 0, pad_h), value=False)
         dataset_dict["image"] = image
         dataset_dict["sem_seg"] = sem_seg
+        dataset_dict["unannotated"] = unannotated
 
         instances = Instances(tuple(image.shape[-2:]))
         classes = torch.unique(sem_seg)

@@ -1,9 +1,16 @@
 """zsmask's model: one meta-architecture (``ZeroShotMaskFormer``) and its registered parts.
 
 Importing this package registers the meta-architecture, the CLIP backbone, the pixel and
-transformer decoders and the matchers in their registries.
+transformer decoders, the matchers, pseudo labelers and auxiliary heads in their registries.
 """
-from . import backbone, matcher, pixel_decoder, transformer_decoder  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    auxiliary_heads,
+    backbone,
+    matcher,
+    pixel_decoder,
+    pseudo_masks,
+    transformer_decoder,
+)
 from .meta_arch import ZeroShotMaskFormer
 
 __all__ = ["ZeroShotMaskFormer"]

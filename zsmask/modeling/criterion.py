@@ -11,7 +11,10 @@ pairs on points sampled by uncertainty (PointRend importance sampling). The clas
 open-vocabulary, so the number of classes ``K`` is read from ``pred_logits`` on every call.
 
 Losses are looked up by name in :data:`CRITERION_LOSS_REGISTRY`; methods register extra ones
-(e.g. a cosine loss) with :func:`register_criterion_loss` and list them in ``losses``.
+with :func:`register_criterion_loss` (declaring the config key that weights each of their
+outputs) and configs list them in ``MODEL.ZSMASK.LOSSES``. Split Matching's (Chen et al.,
+Eq. 3) are registered here too: ``focal_labels`` (sigmoid focal classification),
+``iou_dice_masks`` (soft IoU + dice) and ``candidate_cosine`` (L_cos).
 """
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,6 +41,8 @@ __all__ = [
     "register_criterion_loss",
     "sigmoid_bce_loss",
     "dice_loss",
+    "soft_iou_loss",
+    "sigmoid_focal_loss",
 ]
 
 Indices = Sequence[Tuple[torch.Tensor, torch.Tensor]]
@@ -55,14 +60,30 @@ for auxiliary levels).
 """
 
 
-def register_criterion_loss(name: str) -> Callable[[LossFn], LossFn]:
-    """Decorator: register a loss function in :data:`CRITERION_LOSS_REGISTRY` under ``name``."""
+# registered loss name -> {output key: dotted config key of its weight}
+LOSS_WEIGHT_KEYS: Dict[str, Dict[str, str]] = {}
+
+
+def register_criterion_loss(name: str, weights: Optional[Mapping[str, str]] = None) -> Callable[[LossFn], LossFn]:
+    """Decorator: register a loss function in :data:`CRITERION_LOSS_REGISTRY` under ``name``.
+
+    ``weights`` maps each loss the function returns to the config key of its weight (e.g.
+    ``{"loss_cos": "MODEL.SPLIT_MATCHING.COSINE_WEIGHT"}``); :func:`build_criterion` reads them.
+    """
 
     def deco(loss_fn: LossFn) -> LossFn:
         CRITERION_LOSS_REGISTRY._do_register(name, loss_fn)
+        LOSS_WEIGHT_KEYS[name] = dict(weights or {})
         return loss_fn
 
     return deco
+
+
+def _config_value(cfg, dotted_key: str) -> float:
+    node = cfg
+    for part in dotted_key.split("."):
+        node = getattr(node, part)
+    return float(node)
 
 
 def sigmoid_bce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -91,12 +112,37 @@ def dice_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks:
     return (1.0 - (numerator + 1.0) / (denominator + 1.0)).sum() / num_masks
 
 
-def build_weight_dict(
-    class_weight: float, mask_weight: float, dice_weight: float, num_aux_outputs: int
-) -> Dict[str, float]:
-    """Loss weights ``{"loss_ce", "loss_mask", "loss_dice"}`` plus ``<name>_<i>`` copies for
-    the ``num_aux_outputs`` auxiliary predictions (i = 0 .. num_aux_outputs - 1)."""
-    main_weights = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+def soft_iou_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Soft IoU (Jaccard) loss ``1 - (|p * y| + 1) / (|p| + |y| - |p * y| + 1)`` summed over
+    masks / ``num_masks`` (Split Matching's mask loss, with dice).
+
+    Args:
+        point_logits: (N, P) mask logits (``p = sigmoid(logits)``).
+        point_labels: (N, P) target values ``y`` in [0, 1].
+        num_masks: normaliser (average number of target masks per process).
+    """
+    prob = point_logits.sigmoid()
+    intersection = (prob * point_labels).sum(-1)
+    union = prob.sum(-1) + point_labels.sum(-1) - intersection
+    return (1.0 - (intersection + 1.0) / (union + 1.0)).sum() / num_masks
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Element-wise sigmoid focal loss (Lin et al. 2017, Eq. 5), same shape as ``logits``:
+    ``-alpha_t (1 - p_t)^gamma log(p_t)``; ``alpha < 0`` disables the alpha weighting."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss
+
+
+def build_weight_dict(main_weights: Mapping[str, float], num_aux_outputs: int) -> Dict[str, float]:
+    """``main_weights`` (loss name -> weight) plus ``<name>_<i>`` copies for the
+    ``num_aux_outputs`` auxiliary predictions (i = 0 .. num_aux_outputs - 1)."""
     weight_dict = dict(main_weights)
     for i in range(num_aux_outputs):
         weight_dict.update({f"{name}_{i}": weight for name, weight in main_weights.items()})
@@ -126,7 +172,13 @@ def _matched_target_masks(targets: Sequence[Dict[str, torch.Tensor]], indices: I
     return torch.cat(matched)
 
 
-@register_criterion_loss("labels")
+def _matched_labels(targets: Sequence[Dict[str, torch.Tensor]], indices: Indices, device) -> torch.Tensor:
+    """(N,) target classes of the matched pairs, in the order of :func:`_matched_query_index`."""
+    labels = torch.cat([t["labels"][target_idx.to(t["labels"].device)] for t, (_, target_idx) in zip(targets, indices)])
+    return labels.to(device=device, dtype=torch.int64)
+
+
+@register_criterion_loss("labels", weights={"loss_ce": "MODEL.MASK_FORMER.CLASS_WEIGHT"})
 def loss_labels(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
     """Cross-entropy over all queries: matched ones to their target class, the others to the
     "no object" class K, whose weight is ``criterion.eos_coef`` (weighted mean over queries).
@@ -137,28 +189,19 @@ def loss_labels(criterion, outputs, targets, indices, num_masks) -> Dict[str, to
     num_classes = logits.shape[-1] - 1
     target_classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
     batch_idx, query_idx = _matched_query_index(indices, logits.device)
-    matched_labels = torch.cat(
-        [t["labels"][target_idx.to(t["labels"].device)] for t, (_, target_idx) in zip(targets, indices)]
-    )
-    target_classes[batch_idx, query_idx] = matched_labels.to(device=logits.device, dtype=torch.int64)
+    target_classes[batch_idx, query_idx] = _matched_labels(targets, indices, logits.device)
     class_weight = logits.new_ones(num_classes + 1)
     class_weight[-1] = criterion.eos_coef
     return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, class_weight)}
 
 
-@register_criterion_loss("masks")
-def loss_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
-    """Sigmoid BCE and dice between matched masks on importance-sampled points.
-
-    Uses ``outputs["pred_masks"]`` (B, Q, h, w) logits and ``targets[b]["masks"]`` (T_b, H, W);
-    the points are normalised, so predictions need no upsampling. Without any matched pair the
-    losses are zeros that stay connected to the graph.
-    """
+def _matched_point_logits_and_labels(criterion, outputs, targets, indices):
+    """Matched mask logits and targets at importance-sampled points: two (N, P) tensors, or
+    None when nothing is matched. The points are normalised, so predictions need no upsampling."""
     pred_masks = outputs["pred_masks"]
     batch_idx, query_idx = _matched_query_index(indices, pred_masks.device)
     if query_idx.numel() == 0:
-        zero = pred_masks.sum() * 0.0
-        return {"loss_mask": zero, "loss_dice": zero.clone()}
+        return None
     matched_logits = pred_masks[batch_idx, query_idx][:, None].float()  # (N, 1, h, w)
     matched_targets = _matched_target_masks(targets, indices).to(matched_logits)[:, None]  # (N, 1, H, W)
     with torch.no_grad():
@@ -171,10 +214,75 @@ def loss_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, tor
         )
         point_labels = point_sample(matched_targets, point_coords).squeeze(1)  # (N, P)
     point_logits = point_sample(matched_logits, point_coords).squeeze(1)  # (N, P)
+    return point_logits, point_labels
+
+
+@register_criterion_loss("masks", weights={"loss_mask": "MODEL.MASK_FORMER.MASK_WEIGHT",
+                                           "loss_dice": "MODEL.MASK_FORMER.DICE_WEIGHT"})
+def loss_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """Sigmoid BCE and dice between matched masks on importance-sampled points.
+
+    Uses ``outputs["pred_masks"]`` (B, Q, h, w) logits and ``targets[b]["masks"]`` (T_b, H, W).
+    Without any matched pair the losses are zeros that stay connected to the graph.
+    """
+    matched = _matched_point_logits_and_labels(criterion, outputs, targets, indices)
+    if matched is None:
+        zero = outputs["pred_masks"].sum() * 0.0
+        return {"loss_mask": zero, "loss_dice": zero.clone()}
     return {
-        "loss_mask": sigmoid_bce_loss(point_logits, point_labels, num_masks),
-        "loss_dice": dice_loss(point_logits, point_labels, num_masks),
+        "loss_mask": sigmoid_bce_loss(*matched, num_masks),
+        "loss_dice": dice_loss(*matched, num_masks),
     }
+
+
+@register_criterion_loss("iou_dice_masks", weights={"loss_iou": "MODEL.MASK_FORMER.MASK_WEIGHT",
+                                                    "loss_dice": "MODEL.MASK_FORMER.DICE_WEIGHT"})
+def loss_iou_dice_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """Split Matching's L_mask (Eq. 3): soft IoU and dice between matched masks, on the same
+    importance-sampled points as :func:`loss_masks`."""
+    matched = _matched_point_logits_and_labels(criterion, outputs, targets, indices)
+    if matched is None:
+        zero = outputs["pred_masks"].sum() * 0.0
+        return {"loss_iou": zero, "loss_dice": zero.clone()}
+    return {
+        "loss_iou": soft_iou_loss(*matched, num_masks),
+        "loss_dice": dice_loss(*matched, num_masks),
+    }
+
+
+@register_criterion_loss("focal_labels", weights={"loss_focal": "MODEL.MASK_FORMER.CLASS_WEIGHT"})
+def loss_focal_labels(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """Split Matching's L_cls (Eq. 3): sigmoid focal loss of every query against every class of
+    ``pred_logits`` (B, Q, C + 1) except "no object": one-hot at the matched target's class,
+    all zeros for unmatched queries; summed and divided by ``num_masks`` (Deformable DETR).
+    Padded class columns (see ``VocabularyClassifier.attach_logits``) contribute nothing."""
+    logits = outputs["pred_logits"][..., :-1].float()
+    one_hot = torch.zeros_like(logits)
+    batch_idx, query_idx = _matched_query_index(indices, logits.device)
+    one_hot[batch_idx, query_idx, _matched_labels(targets, indices, logits.device)] = 1.0
+    loss = sigmoid_focal_loss(logits, one_hot, criterion.focal_alpha, criterion.focal_gamma)
+    return {"loss_focal": loss.sum() / num_masks}
+
+
+@register_criterion_loss("candidate_cosine", weights={"loss_cos": "MODEL.SPLIT_MATCHING.COSINE_WEIGHT"})
+def loss_candidate_cosine(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """Split Matching's L_cos = 1 - cos(V'_u, C_u): the class embedding of every query matched
+    to a pseudo mask against that mask's region embedding, averaged over those pairs.
+
+    Uses ``outputs["pred_embeddings"]`` (B, Q, D) and ``targets[b]["is_pseudo"]`` (T,) with
+    ``targets[b]["embeddings"]`` (T, D) (the class embedding of every target)."""
+    embeddings = outputs["pred_embeddings"]
+    predicted, region = [], []
+    for b, (target, (query_idx, target_idx)) in enumerate(zip(targets, indices)):
+        target_idx = target_idx.to(target["is_pseudo"].device)
+        pseudo = target["is_pseudo"][target_idx]
+        predicted.append(embeddings[b, query_idx.to(embeddings.device)[pseudo.to(embeddings.device)]])
+        region.append(target["embeddings"][target_idx[pseudo]].to(embeddings))
+    predicted, region = torch.cat(predicted), torch.cat(region)
+    if predicted.shape[0] == 0:
+        return {"loss_cos": embeddings.sum() * 0.0}
+    cosine = F.cosine_similarity(predicted.float(), region.float(), dim=-1)
+    return {"loss_cos": (1.0 - cosine).mean()}
 
 
 class SetCriterion(nn.Module):
@@ -195,6 +303,8 @@ class SetCriterion(nn.Module):
         num_points: int = 112 * 112,
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
     ):
         """
         Args:
@@ -205,6 +315,7 @@ class SetCriterion(nn.Module):
             num_points: points per matched mask for the mask losses.
             oversample_ratio: candidates per point for importance sampling.
             importance_sample_ratio: fraction of the points chosen by uncertainty.
+            focal_alpha, focal_gamma: parameters of the focal losses.
         """
         super().__init__()
         unknown = [name for name in losses if name not in CRITERION_LOSS_REGISTRY]
@@ -219,6 +330,8 @@ class SetCriterion(nn.Module):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
 
     @classmethod
     def from_config(cls, cfg, matcher):
@@ -226,15 +339,23 @@ class SetCriterion(nn.Module):
         # The decoder also predicts before its first layer: DEC_LAYERS + 1 predictions, the
         # last of which is the main output, so DEC_LAYERS auxiliary ones.
         num_aux_outputs = mask_former.DEC_LAYERS if mask_former.DEEP_SUPERVISION else 0
+        losses = list(cfg.MODEL.ZSMASK.LOSSES)
+        unknown = [name for name in losses if name not in LOSS_WEIGHT_KEYS]
+        if unknown:
+            raise KeyError(f"Unknown criterion loss(es) {unknown} in MODEL.ZSMASK.LOSSES; registered losses: "
+                           f"{', '.join(sorted(LOSS_WEIGHT_KEYS))}")
+        main_weights = {key: _config_value(cfg, config_key)
+                        for name in losses for key, config_key in LOSS_WEIGHT_KEYS[name].items()}
         return {
             "matcher": matcher,
-            "weight_dict": build_weight_dict(
-                mask_former.CLASS_WEIGHT, mask_former.MASK_WEIGHT, mask_former.DICE_WEIGHT, num_aux_outputs
-            ),
+            "weight_dict": build_weight_dict(main_weights, num_aux_outputs),
             "eos_coef": mask_former.NO_OBJECT_WEIGHT,
+            "losses": losses,
             "num_points": mask_former.TRAIN_NUM_POINTS,
             "oversample_ratio": mask_former.OVERSAMPLE_RATIO,
             "importance_sample_ratio": mask_former.IMPORTANCE_SAMPLE_RATIO,
+            "focal_alpha": cfg.MODEL.SPLIT_MATCHING.FOCAL_ALPHA,
+            "focal_gamma": cfg.MODEL.SPLIT_MATCHING.FOCAL_GAMMA,
         }
 
     def get_num_masks(self, targets: Sequence[Dict[str, torch.Tensor]], device: torch.device) -> float:

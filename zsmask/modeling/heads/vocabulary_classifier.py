@@ -1,48 +1,113 @@
 """Open-vocabulary query classifier: cosine similarity with CLIP text embeddings.
 
-As ZegFormer / FC-CLIP, a query's class logits are ``tau * cos(e_q, t_k)`` for each class
+As ZegFormer / FC-CLIP, a query's class logits are ``tau * cos(e_q, t_k) + b`` for each class
 text embedding ``t_k`` of the current vocabulary, plus a learnable "no object" embedding as
 the last class; ``tau`` is a learned inverse temperature (stored as its log, clamped at
-``logit_scale_max`` like CLIP's). Nothing here depends on the number of classes, so the
-vocabulary can change between calls and unseen classes exist only as text.
+``logit_scale_max`` like CLIP's) and ``b`` a learned bias shared by all classes (it cancels in
+a softmax and sets the prior of sigmoid scores). Nothing here depends on the number of
+classes, so the vocabulary can change between calls and unseen classes exist only as text.
+
+Methods that classify against more than text (Split Matching's joint embedding
+E = cat(A_s, C_u)) pass per-image extra class embeddings to :meth:`attach_logits`.
 """
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VocabularyClassifier"]
+__all__ = ["VocabularyClassifier", "CLASS_SCORES", "PADDING_LOGIT"]
+
+CLASS_SCORES = ("softmax", "sigmoid")
+# Logit of padded class columns: softmax and sigmoid give them exactly zero probability and
+# zero gradient, in fp32 and fp16.
+PADDING_LOGIT = -1e4
 
 
 class VocabularyClassifier(nn.Module):
     """``forward(embeddings (..., D), text_embeddings (K, D)) -> logits (..., K + 1)``."""
 
-    def __init__(self, embed_dim: int, logit_scale_init: float, logit_scale_max: float = 100.0):
+    def __init__(self, embed_dim: int, logit_scale_init: float, logit_scale_max: float = 100.0,
+                 logit_bias_init: float = 0.0, class_score: str = "softmax"):
         super().__init__()
         if logit_scale_init <= 0 or logit_scale_init > logit_scale_max:
             raise ValueError(f"MODEL.ZSMASK.LOGIT_SCALE_INIT must be in (0, LOGIT_SCALE_MAX={logit_scale_max}], "
                              f"got {logit_scale_init}")
+        if class_score not in CLASS_SCORES:
+            raise ValueError(f"MODEL.ZSMASK.CLASS_SCORE must be one of {CLASS_SCORES}, got {class_score!r}")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias_init)))
         self.logit_scale_max = logit_scale_max
-        self.void_embedding = nn.Parameter(torch.randn(embed_dim) / math.sqrt(embed_dim))
+        # Sigmoid scores need no "no object" class: its column is then a constant PADDING_LOGIT
+        # and there is no parameter that would never get a gradient.
+        self.void_embedding = (nn.Parameter(torch.randn(embed_dim) / math.sqrt(embed_dim))
+                               if class_score == "softmax" else None)
         self.embed_dim = embed_dim
+        self.class_score = class_score
 
-    def class_weights(self, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """(K, D) text embeddings -> (K + 1, D) L2-normalised rows, "no object" last."""
+    def _check_text(self, text_embeddings: torch.Tensor) -> None:
         if text_embeddings.dim() != 2 or text_embeddings.shape[1] != self.embed_dim:
             raise ValueError(f"text embeddings must be (K, {self.embed_dim}), got {tuple(text_embeddings.shape)}")
+
+    def class_weights(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """(K, D) text embeddings -> (K + 1, D) L2-normalised rows, "no object" last (softmax
+        scores only)."""
+        self._check_text(text_embeddings)
+        if self.void_embedding is None:
+            raise ValueError("a classifier with sigmoid scores has no 'no object' embedding")
         void = self.void_embedding.to(text_embeddings.dtype)[None]
         return F.normalize(torch.cat((text_embeddings, void), 0), dim=-1)
 
-    def forward(self, embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        weights = self.class_weights(text_embeddings).to(embeddings.dtype)
+    def scaled_cosine(self, embeddings: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """``tau * cos + b`` of ``embeddings`` (B, N, D) against per-image ``class_embeddings``
+        (B, C, D) -> (B, N, C)."""
         scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
-        return scale * F.normalize(embeddings, dim=-1) @ weights.t()
+        cosine = F.normalize(embeddings, dim=-1) @ F.normalize(class_embeddings.to(embeddings.dtype), dim=-1).transpose(1, 2)
+        return scale * cosine + self.logit_bias
 
-    def attach_logits(self, outputs: Dict, text_embeddings: torch.Tensor) -> Dict:
-        """Add ``pred_logits`` (B, Q, K + 1) to ``outputs`` and each of its ``aux_outputs``."""
+    def forward(self, embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
+        if self.void_embedding is None:
+            self._check_text(text_embeddings)
+            logits = scale * F.normalize(embeddings, dim=-1) @ text_embeddings.to(embeddings.dtype).t()
+            return F.pad(logits + self.logit_bias, (0, 1), value=PADDING_LOGIT)
+        weights = self.class_weights(text_embeddings).to(embeddings.dtype)
+        return scale * F.normalize(embeddings, dim=-1) @ weights.t() + self.logit_bias
+
+    def joint_logits(self, embeddings: torch.Tensor, text_embeddings: torch.Tensor,
+                     extra_class_embeddings: Optional[torch.Tensor] = None,
+                     extra_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits of ``embeddings`` (B, N, D) against the text classes and, optionally, per-image
+        extra classes: ``extra_class_embeddings`` (B, U, D) with ``extra_valid`` (B, U) bool.
+
+        Returns (B, N, K + 1) without extras, else (B, N, K + U + 1): the extra classes of image
+        b in columns K .. K + U - 1, invalid (padding) ones at :data:`PADDING_LOGIT`, "no object"
+        last.
+        """
+        logits = self(embeddings, text_embeddings)
+        if extra_class_embeddings is None or extra_class_embeddings.shape[1] == 0:
+            return logits
+        extra = self.scaled_cosine(embeddings, extra_class_embeddings)
+        extra = extra.masked_fill(~extra_valid[:, None, :].to(extra.device), PADDING_LOGIT)
+        return torch.cat((logits[..., :-1], extra, logits[..., -1:]), dim=-1)
+
+    def attach_logits(self, outputs: Dict, text_embeddings: torch.Tensor,
+                      extra_class_embeddings: Optional[torch.Tensor] = None,
+                      extra_valid: Optional[torch.Tensor] = None) -> Dict:
+        """Add ``pred_logits`` (see :meth:`joint_logits`) to ``outputs`` and each of its
+        ``aux_outputs``, from their ``pred_embeddings`` (B, Q, D)."""
         for prediction in [outputs] + list(outputs.get("aux_outputs", [])):
-            prediction["pred_logits"] = self(prediction["pred_embeddings"], text_embeddings)
+            prediction["pred_logits"] = self.joint_logits(prediction["pred_embeddings"], text_embeddings,
+                                                          extra_class_embeddings, extra_valid)
         return outputs
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (..., K) from logits (..., K + 1): softmax with "no object"
+        dropped afterwards, or a per-class sigmoid (the "no object" column is unused)."""
+        if self.class_score == "sigmoid":
+            return logits[..., :-1].sigmoid()
+        return F.softmax(logits, dim=-1)[..., :-1]
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, class_score={self.class_score!r}"

@@ -1,12 +1,18 @@
 """Matchers between predicted masks (queries) and target masks, built by name from the config."""
 from .build import MATCHER_REGISTRY, build_matcher, register_matcher
-from .hungarian import HungarianMatcher, batch_dice_cost, batch_sigmoid_bce_cost
+from .costs import batch_dice_cost, batch_focal_class_cost, batch_iou_cost, batch_sigmoid_bce_cost
+from .hungarian import HungarianMatcher
+from .split_matching import SplitMatcher, split_query_counts
 
 __all__ = [
     "MATCHER_REGISTRY",
     "build_matcher",
     "register_matcher",
     "HungarianMatcher",
+    "SplitMatcher",
+    "split_query_counts",
     "batch_dice_cost",
+    "batch_focal_class_cost",
+    "batch_iou_cost",
     "batch_sigmoid_bce_cost",
 ]

@@ -18,7 +18,6 @@ points, and therefore the assignments, are the same as Mask2Former's.
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
@@ -26,41 +25,9 @@ from detectron2.config import configurable
 
 from ..point_sampling import point_sample_shared
 from .build import register_matcher
+from .costs import batch_dice_cost, batch_sigmoid_bce_cost
 
-__all__ = ["HungarianMatcher", "batch_sigmoid_bce_cost", "batch_dice_cost"]
-
-
-def batch_sigmoid_bce_cost(pred_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean sigmoid binary cross-entropy between every prediction and every target.
-
-    Uses ``BCE(x, y) = softplus(x) - x * y``, so all pairs need one fused softplus pass over
-    the predictions and a single matrix product.
-
-    Args:
-        pred_logits: (B, Q, P) mask logits at P points.
-        target: (B, T, P) target values in [0, 1] at the same points.
-    Returns:
-        (B, Q, T) BCE averaged over the points.
-    """
-    num_points = pred_logits.shape[-1]
-    positive_term = F.softplus(pred_logits).sum(-1, keepdim=True)  # (B, Q, 1)
-    cross_term = torch.bmm(pred_logits, target.transpose(1, 2))  # (B, Q, T)
-    return (positive_term - cross_term) / num_points
-
-
-def batch_dice_cost(pred_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Dice loss ``1 - (2 |p * y| + 1) / (|p| + |y| + 1)`` between every prediction and target.
-
-    Args:
-        pred_logits: (B, Q, P) mask logits at P points (sigmoid gives probabilities ``p``).
-        target: (B, T, P) target values ``y`` in [0, 1] at the same points.
-    Returns:
-        (B, Q, T) dice cost.
-    """
-    pred_prob = pred_logits.sigmoid()
-    intersection = torch.bmm(pred_prob, target.transpose(1, 2))  # (B, Q, T)
-    total = pred_prob.sum(-1)[:, :, None] + target.sum(-1)[:, None, :]
-    return 1.0 - (2.0 * intersection + 1.0) / (total + 1.0)
+__all__ = ["HungarianMatcher"]
 
 
 @register_matcher("hungarian")
@@ -172,15 +139,7 @@ class HungarianMatcher(nn.Module):
             pred_points = torch.stack(
                 [point_sample_shared(pred_masks[b].float(), point_coords[b]) for b in range(batch_size)])
             target_points = self._sample_target_points(targets, num_targets, point_coords)
-            class_prob = pred_logits.float().softmax(-1)  # (B, Q, K + 1)
-            cost_class = -torch.gather(
-                class_prob, 2, labels[:, None, :].expand(-1, num_queries, -1)
-            )  # (B, Q, T_max)
-            cost = self.cost_class * cost_class
-            if self.cost_mask != 0:
-                cost = cost + self.cost_mask * batch_sigmoid_bce_cost(pred_points, target_points)
-            if self.cost_dice != 0:
-                cost = cost + self.cost_dice * batch_dice_cost(pred_points, target_points)
+            cost = self.pair_costs(pred_logits.float(), labels, pred_points, target_points)
         cost = cost.cpu()
 
         finite = torch.isfinite(cost)
@@ -194,6 +153,23 @@ class HungarianMatcher(nn.Module):
                 "contain NaN/Inf (diverged training?); cannot compute a Hungarian assignment"
             )
         return [cost[b, :, :n] for b, n in enumerate(num_targets)]
+
+    def pair_costs(self, pred_logits: torch.Tensor, labels: torch.Tensor, pred_points: torch.Tensor,
+                   target_points: torch.Tensor) -> torch.Tensor:
+        """Weighted cost of every (query, target) pair: ``pred_logits`` (B, Q, K + 1) fp32,
+        ``labels`` (B, T) class indices, ``pred_points`` (B, Q, P) mask logits and
+        ``target_points`` (B, T, P) target values at the shared points -> (B, Q, T).
+
+        Mask2Former's: ``-softmax`` probability of the target class, sigmoid BCE and dice.
+        Subclasses change the terms here and inherit the batching, checks and assignment."""
+        class_prob = pred_logits.softmax(-1)  # (B, Q, K + 1)
+        num_queries = pred_logits.shape[1]
+        cost = -self.cost_class * torch.gather(class_prob, 2, labels[:, None, :].expand(-1, num_queries, -1))
+        if self.cost_mask != 0:
+            cost = cost + self.cost_mask * batch_sigmoid_bce_cost(pred_points, target_points)
+        if self.cost_dice != 0:
+            cost = cost + self.cost_dice * batch_dice_cost(pred_points, target_points)
+        return cost
 
     @torch.no_grad()
     def forward(

@@ -6,7 +6,10 @@ vocabulary (:class:`~zsmask.modeling.heads.VocabularyClassifier`). Training uses
 dataset's (seen) vocabulary; inference the vocabulary of each input's dataset (all classes in
 GZS3), read from ``MetadataCatalog`` — unseen classes only ever exist as text.
 Parts are chosen by config through registries: backbone (detectron2), pixel decoder,
-transformer decoder, matcher; the criterion is separate from the matcher (Mask2Former).
+transformer decoder, matcher, criterion losses; the criterion is separate from the matcher
+(Mask2Former). Optional parts: a pseudo labeler that adds targets for the unannotated pixels of
+training images (their classes join the seen ones as per-image extra classes), training-only
+auxiliary heads with their own losses, and extra random queries at inference.
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -19,16 +22,20 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
+from detectron2.data import MetadataCatalog
+
+from ..auxiliary_heads import build_auxiliary_heads
 from ..clip import CLIPTextImageEncoder
 from ..criterion import SetCriterion, build_criterion
 from ..heads import VocabularyClassifier
 from ..inference import semantic_inference
 from ..matcher import build_matcher
 from ..pixel_decoder import build_pixel_decoder
+from ..pseudo_masks import PseudoMasks, build_pseudo_labeler
 from ..transformer_decoder import build_transformer_decoder
 from .vocabulary import VocabularyError, vocabulary_of_input
 
-__all__ = ["ZeroShotMaskFormer"]
+__all__ = ["ZeroShotMaskFormer", "add_pseudo_targets", "draw_random_queries", "unannotated_pixels"]
 logger = logging.getLogger(__name__)
 
 
@@ -42,6 +49,33 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
     if image.shape[0] == 1:
         return image.expand(3, -1, -1)
     return image[:3]
+
+
+def unannotated_pixels(record: Dict, ignore_value: int) -> torch.Tensor:
+    """(H, W) bool pixels of a training input without annotation: its ``unannotated`` entry
+    (zsmask's mapper), else ``sem_seg == ignore_value``, else those outside every gt mask."""
+    if "unannotated" in record:
+        return record["unannotated"].bool()
+    if "sem_seg" in record:
+        return record["sem_seg"] == ignore_value
+    masks = record["instances"].gt_masks
+    masks = masks.tensor if hasattr(masks, "tensor") else masks
+    return ~masks.bool().any(dim=0)
+
+
+def draw_random_queries(num: int, learned: torch.Tensor, seed: int, distribution: str) -> torch.Tensor:
+    """``num`` random query vectors (num, C) for learned queries ``learned`` (Q, C), drawn on the
+    CPU from ``torch.Generator().manual_seed(seed)`` (so identical on every device): "normal" is
+    N(0, 1) per dimension (``nn.Embedding``'s initialisation of the learned queries), "fitted"
+    N(mean, std) with the learned queries' per-dimension mean and standard deviation."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(num, learned.shape[1], generator=generator)
+    if distribution == "fitted":
+        reference = learned.detach().float().cpu()
+        noise = reference.mean(0) + reference.std(0, unbiased=False) * noise
+    elif distribution != "normal":
+        raise ValueError(f"MODEL.ZSMASK.RANDOM_QUERIES.DISTRIBUTION must be 'normal' or 'fitted', got {distribution!r}")
+    return noise.to(device=learned.device, dtype=learned.dtype)
 
 
 @META_ARCH_REGISTRY.register()
@@ -58,8 +92,24 @@ class ZeroShotMaskFormer(nn.Module):
                  clip: CLIPTextImageEncoder, classifier: VocabularyClassifier, criterion: SetCriterion,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisibility: int,
                  train_dataset: Optional[str], test_dataset: Optional[str],
-                 sem_seg_postprocess_before_inference: bool = False):
+                 sem_seg_postprocess_before_inference: bool = False,
+                 pseudo_labeler: Optional[nn.Module] = None, auxiliary_heads: Sequence[nn.Module] = (),
+                 ignore_value: int = 255, num_random_queries: int = 0, random_query_seed: int = 0,
+                 random_query_distribution: str = "normal"):
+        """Parts as named; optional ones: ``pseudo_labeler`` (training targets for unannotated
+        pixels, which are ``ignore_value`` in the label), ``auxiliary_heads`` (training-only
+        losses) and ``num_random_queries`` extra queries at inference (see
+        :func:`draw_random_queries`)."""
         super().__init__()
+        if num_random_queries and not all(hasattr(transformer_decoder, a) for a in ("query_feat", "query_embed")):
+            raise ValueError("MODEL.ZSMASK.RANDOM_QUERIES.NUM > 0 needs a transformer decoder with learned "
+                             "'query_feat' / 'query_embed' embeddings")
+        self.pseudo_labeler = pseudo_labeler
+        self.auxiliary_heads = nn.ModuleList(auxiliary_heads)
+        self.ignore_value = ignore_value
+        self.num_random_queries = num_random_queries
+        self.random_query_seed = random_query_seed
+        self.random_query_distribution = random_query_distribution
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
@@ -81,11 +131,24 @@ class ZeroShotMaskFormer(nn.Module):
         transformer_decoder = build_transformer_decoder(
             cfg, in_channels=cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_dim=cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             class_embed_dim=clip.embed_dim)
-        classifier = VocabularyClassifier(clip.embed_dim, cfg.MODEL.ZSMASK.LOGIT_SCALE_INIT,
-                                          cfg.MODEL.ZSMASK.LOGIT_SCALE_MAX)
+        zs = cfg.MODEL.ZSMASK
+        if zs.CLASS_SCORE == "sigmoid" and "labels" in zs.LOSSES:
+            raise ValueError("MODEL.ZSMASK.CLASS_SCORE='sigmoid' has no 'no object' class, which the softmax "
+                             "'labels' loss needs; use a sigmoid loss such as 'focal_labels' in MODEL.ZSMASK.LOSSES")
+        classifier = VocabularyClassifier(clip.embed_dim, zs.LOGIT_SCALE_INIT, zs.LOGIT_SCALE_MAX,
+                                          zs.LOGIT_BIAS_INIT, zs.CLASS_SCORE)
         criterion = build_criterion(cfg, build_matcher(cfg))
-        test_dataset = cfg.MODEL.ZSMASK.DEFAULT_TEST_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+        test_dataset = zs.DEFAULT_TEST_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+        ignore_value = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        if cfg.DATASETS.TRAIN:
+            ignore_value = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("ignore_label", ignore_value)
         return {
+            "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
+            "auxiliary_heads": build_auxiliary_heads(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, clip.embed_dim),
+            "ignore_value": ignore_value,
+            "num_random_queries": zs.RANDOM_QUERIES.NUM,
+            "random_query_seed": zs.RANDOM_QUERIES.SEED,
+            "random_query_distribution": zs.RANDOM_QUERIES.DISTRIBUTION,
             "backbone": backbone,
             "pixel_decoder": pixel_decoder,
             "transformer_decoder": transformer_decoder,
@@ -113,12 +176,30 @@ class ZeroShotMaskFormer(nn.Module):
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def predict_queries(self, images: ImageList) -> Dict:
-        """Backbone -> pixel decoder -> transformer decoder (see the decoder for the keys)."""
+        """Backbone -> pixel decoder -> transformer decoder (see the decoder for the keys; the
+        intermediate features are kept under ``features``, ``multi_scale_features`` and
+        ``mask_features``). At inference the random queries, if any, follow the learned ones."""
         features = self.backbone(images.tensor)
         mask_features, multi_scale_features = self.pixel_decoder.forward_features(features)
-        outputs = self.transformer_decoder(multi_scale_features, mask_features)
-        outputs["features"] = features
+        queries = {}
+        if not self.training and self.num_random_queries > 0:
+            queries = self.inference_queries()
+        outputs = self.transformer_decoder(multi_scale_features, mask_features, **queries)
+        outputs.update(features=features, multi_scale_features=multi_scale_features, mask_features=mask_features)
         return outputs
+
+    def inference_queries(self) -> Dict[str, torch.Tensor]:
+        """The learned queries followed by ``num_random_queries`` random ones (Split Matching
+        Sec. 3.4): ``query_feat`` and ``query_embed``, each (Q + R, C). The content and position
+        parts are drawn from seeds ``seed`` and ``seed + 1``: the same queries on every call."""
+        decoder = self.transformer_decoder
+        queries = {}
+        for offset, name in enumerate(("query_feat", "query_embed")):
+            learned = getattr(decoder, name).weight
+            random = draw_random_queries(self.num_random_queries, learned, self.random_query_seed + offset,
+                                         self.random_query_distribution)
+            queries[name] = torch.cat((learned, random), dim=0)
+        return queries
 
     def text_embeddings(self, vocabulary: Tuple[str, ...]) -> torch.Tensor:
         """(K, D) L2-normalised class embeddings (cached by the CLIP module)."""
@@ -139,11 +220,39 @@ class ZeroShotMaskFormer(nn.Module):
         if len(vocabularies) != 1:
             raise VocabularyError("a training batch mixes datasets with different vocabularies; their gt_classes "
                                   "index different class lists — train on datasets that share one vocabulary")
-        self.classifier.attach_logits(outputs, self.text_embeddings(vocabularies.pop()))
+        text = self.text_embeddings(vocabularies.pop())
         targets = self.prepare_targets(batched_inputs, images)
+        extra, extra_valid = None, None
+        if self.pseudo_labeler is not None:
+            pseudo = self.pseudo_labeler(self.clip, self.raw_images(batched_inputs).tensor,
+                                         self.unannotated_masks(batched_inputs, images))
+            targets, extra, extra_valid = add_pseudo_targets(targets, pseudo, text)
+
+        def classify(embeddings: torch.Tensor) -> torch.Tensor:
+            return self.classifier.joint_logits(embeddings, text, extra, extra_valid)
+
+        for prediction in [outputs] + list(outputs.get("aux_outputs", [])):
+            prediction["pred_logits"] = classify(prediction["pred_embeddings"])
         losses = self.criterion(outputs, targets)
-        weights = self.criterion.weight_dict
+        weights = dict(self.criterion.weight_dict)
+        for head in self.auxiliary_heads:
+            losses.update(head(outputs, targets, classify))
+            weights.update(head.weight_dict)
         return {name: value * weights[name] for name, value in losses.items() if name in weights}
+
+    def raw_images(self, batched_inputs: List[Dict]) -> ImageList:
+        """The inputs' RGB images on the 0-255 scale, padded like :meth:`preprocess_images`."""
+        return ImageList.from_tensors([to_rgb(x["image"]).to(self.device).float() for x in batched_inputs],
+                                      self.size_divisibility)
+
+    def unannotated_masks(self, batched_inputs: List[Dict], images: ImageList) -> torch.Tensor:
+        """(B, H', W') bool unannotated pixels (see :func:`unannotated_pixels`), padding False."""
+        padded = torch.zeros((len(batched_inputs),) + tuple(images.tensor.shape[-2:]), dtype=torch.bool,
+                             device=self.device)
+        for i, x in enumerate(batched_inputs):
+            mask = unannotated_pixels(x, self.ignore_value).to(self.device)
+            padded[i, : mask.shape[0], : mask.shape[1]] = mask
+        return padded
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """``instances`` -> ``[{"labels": (T,), "masks": (T, H', W') bool}]`` padded like the images."""
@@ -168,13 +277,51 @@ class ZeroShotMaskFormer(nn.Module):
         for i, x in enumerate(batched_inputs):
             text = self.text_embeddings(vocabulary_of_input(x, self.test_dataset))
             cls_logits = self.classifier(outputs["pred_embeddings"][i], text)
+            class_probs = self.classifier.scores(cls_logits)
             image_size = images.image_sizes[i]
             height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
             masks = mask_pred[i]
             if self.sem_seg_postprocess_before_inference:
                 masks = sem_seg_postprocess(masks, image_size, height, width)
-                sem_seg = semantic_inference(masks, cls_logits)
+                sem_seg = semantic_inference(masks, cls_logits, class_probs)
             else:
-                sem_seg = sem_seg_postprocess(semantic_inference(masks, cls_logits), image_size, height, width)
+                sem_seg = sem_seg_postprocess(semantic_inference(masks, cls_logits, class_probs), image_size,
+                                              height, width)
             results.append({"sem_seg": sem_seg})
         return results
+
+
+def add_pseudo_targets(targets: List[Dict[str, torch.Tensor]], pseudo: List[PseudoMasks],
+                       text: torch.Tensor) -> Tuple[List[Dict[str, torch.Tensor]], torch.Tensor, torch.Tensor]:
+    """Append each image's pseudo masks to its targets (Y_p = Y_s ∪ Y_u, Split Matching Sec. 3.2).
+
+    Pseudo mask j of image b gets class ``K + j`` in the joint class space E_b = cat(A_s, C_u)
+    (K = number of text classes). Every target dict gains ``is_pseudo`` (T,) bool and
+    ``embeddings`` (T, D) (its class embedding: text for seen targets, C_u for pseudo ones).
+
+    Returns:
+        the new targets, the padded extra class embeddings (B, U_max, D) and their validity
+        (B, U_max) bool.
+    """
+    num_text = text.shape[0]
+    max_pseudo = max((p.masks.shape[0] for p in pseudo), default=0)
+    extra = text.new_zeros((len(targets), max_pseudo, text.shape[1]))
+    valid = torch.zeros((len(targets), max_pseudo), dtype=torch.bool, device=text.device)
+    joint = []
+    for b, (target, p) in enumerate(zip(targets, pseudo)):
+        count = p.masks.shape[0]
+        height, width = target["masks"].shape[-2:]
+        pseudo_masks = target["masks"].new_zeros((count, height, width))
+        pseudo_masks[:, : p.masks.shape[1], : p.masks.shape[2]] = p.masks[:, :height, :width]
+        embeddings = p.embeddings.to(text)
+        extra[b, :count] = embeddings
+        valid[b, :count] = True
+        labels = target["labels"]
+        joint.append({
+            "labels": torch.cat((labels, num_text + torch.arange(count, device=labels.device))),
+            "masks": torch.cat((target["masks"], pseudo_masks)),
+            "is_pseudo": torch.cat((torch.zeros_like(labels, dtype=torch.bool),
+                                    torch.ones(count, dtype=torch.bool, device=labels.device))),
+            "embeddings": torch.cat((text[labels.to(text.device)], embeddings)),
+        })
+    return joint, extra, valid
