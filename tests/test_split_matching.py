@@ -72,7 +72,8 @@ def _brute_force_group(cost, queries, members):
     (2, [1, 2], [4, 2]),   # more pseudo masks than candidate queries
 ])
 def test_split_matcher_never_crosses_groups_and_equals_brute_force(seed, seen_targets, pseudo_targets):
-    matcher = SplitMatcher(num_seen_queries=3, cost_class=2.0, cost_iou=5.0, cost_dice=5.0, num_points=64)
+    matcher = SplitMatcher(num_seen_queries=3, cost_class=2.0, cost_bce=5.0, cost_iou=5.0, cost_dice=5.0,
+                           num_points=64)
     outputs, targets = _split_problem(seed, 3, 3, seen_targets, pseudo_targets)
     torch.manual_seed(seed)
     indices = matcher(outputs, targets)
@@ -204,7 +205,7 @@ def test_split_matching_losses_finite_on_a_random_problem_and_zero_for_a_perfect
         t["embeddings"] = torch.randn(len(t["labels"]), 5)
     indices = [(torch.tensor([0, 1, 3]), torch.tensor([0, 1, 2])), (torch.tensor([0, 3, 4]), torch.tensor([0, 1, 2]))]
     losses = criterion(outputs, targets, indices=indices)
-    assert set(losses) == {"loss_focal", "loss_iou", "loss_dice", "loss_cos"}
+    assert set(losses) == {"loss_focal", "loss_mask", "loss_iou", "loss_dice", "loss_cos"}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     # a perfect prediction: exact masks, confident right classes, embeddings equal to C_u (a
     # mask covering the image: no boundary for bilinear point sampling to blur)
@@ -219,7 +220,7 @@ def test_split_matching_losses_finite_on_a_random_problem_and_zero_for_a_perfect
     assert perfect_losses["loss_focal"].item() == pytest.approx(0.0, abs=1e-6)
     assert perfect_losses["loss_cos"].item() == pytest.approx(0.0, abs=1e-6)
     # point sampling reads zero padding at the border, so the mask losses are small, not zero
-    for name in ("loss_iou", "loss_dice"):
+    for name in ("loss_iou", "loss_dice"):  # (BCE at such points is not small: tested elsewhere)
         assert perfect_losses[name] < losses[name] / 5
 
 
@@ -347,7 +348,8 @@ def test_model_trains_with_pseudo_targets_and_mfe_and_infers_with_random_queries
 
     model.pseudo_labeler.forward = spy
     losses = model(batch)
-    assert {"loss_focal", "loss_iou", "loss_dice", "loss_cos", "loss_mfe_ce", "loss_mfe_focal"} <= set(losses)
+    assert {"loss_focal", "loss_mask", "loss_iou", "loss_dice", "loss_cos", "loss_mfe_ce",
+            "loss_mfe_focal"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_cos"] > 0
     for masks, region in zip(seen_pseudo["masks"], seen_pseudo["unannotated"]):
         assert masks.shape[0] >= 1 and not (masks & ~region).any()  # only the unannotated quarter

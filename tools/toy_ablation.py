@@ -2,6 +2,7 @@
 """Ablation on the toy world: every toy config, one fixed budget, several seeds, one table.
 
     python tools/toy_ablation.py [--configs configs/toy/hungarian.yaml ...] [--seeds 0 1 2] [--max-iter 600]
+        [--eval-variant NAME METHOD KEY VALUE ...]
 
 Each (config, seed) trains from scratch on ``toy_world_train`` (seen labels only) for the same
 number of iterations and batch size, then is evaluated on ``toy_world_test`` (GZS3). The table
@@ -10,6 +11,10 @@ numbers go to ``<output-dir>/ablation.json`` and the table to ``<output-dir>/abl
 The toy world and the budget are fixed before any method is run and are the same for all of
 them: nothing here is tuned per method. By default every ``configs/toy/*.yaml`` except the
 ``Base-*`` files is run. Trailing ``KEY VALUE`` pairs override every config.
+
+``--eval-variant NAME METHOD KEY VALUE ...`` adds a row NAME that re-evaluates the models METHOD
+trained (one per seed) with inference-only overrides, e.g. Split Matching's random queries:
+``--eval-variant sm_mfe_rq sm_mfe MODEL.ZSMASK.RANDOM_QUERIES.NUM 8`` (its train time is METHOD's).
 """
 import argparse
 import glob
@@ -46,13 +51,18 @@ def default_configs():
                   if not os.path.basename(p).startswith("Base-"))
 
 
-def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts) -> dict:
+def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
+            eval_weights: str = "") -> dict:
     """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
-    ``<output_dir>/log.txt``); return its GZS3 metrics and training time."""
+    ``<output_dir>/log.txt``); return its GZS3 metrics and training time. With ``eval_weights``
+    only evaluate those weights (the training time is then read from their folder's log)."""
     os.makedirs(output_dir, exist_ok=True)
     command = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", config_file,
                "SEED", str(seed), "SOLVER.MAX_ITER", str(max_iter), "OUTPUT_DIR", output_dir,
                "MODEL.DEVICE", device, "TEST.ZERO_SHOT.EVAL_ZS3", "False"] + list(opts)
+    if eval_weights:
+        command[2:2] = ["--eval-only"]
+        command += ["MODEL.WEIGHTS", eval_weights]
     start = time.monotonic()
     with open(os.path.join(output_dir, "log.txt"), "w", encoding="utf-8") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -63,7 +73,8 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     test_set = cfg.DATASETS.TEST[0]
     with open(os.path.join(output_dir, "inference", f"zero_shot_sem_seg_{test_set}.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    with open(os.path.join(output_dir, "log.txt"), encoding="utf-8") as f:
+    log_dir = os.path.dirname(eval_weights) if eval_weights else output_dir
+    with open(os.path.join(log_dir, "log.txt"), encoding="utf-8") as f:
         speed = re.search(r"Overall training speed: \d+ iterations in (\d+):(\d+):(\d+)", f.read())
     seconds = 3600 * int(speed[1]) + 60 * int(speed[2]) + int(speed[3]) if speed else wall
     return dict({k: float(metrics[k]) for k, _ in METRICS}, train_seconds=float(seconds), wall_seconds=wall)
@@ -92,14 +103,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-iter", type=int, default=600, help="iterations per run, the same for every method")
     parser.add_argument("--output-dir", default="output/toy_ablation")
+    parser.add_argument("--eval-variant", nargs="+", action="append", default=[], metavar="NAME METHOD KEY VALUE",
+                        help="also evaluate METHOD's trained models with inference-only overrides, as row NAME")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every config: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)  # open_clip's INFO chatter on the root logger
     prepare_toy_world(print_fn=_say)
     os.makedirs(args.output_dir, exist_ok=True)
+    for variant in args.eval_variant:
+        if len(variant) < 2 or len(variant) % 2:
+            parser.error(f"--eval-variant needs NAME METHOD and KEY VALUE pairs, got {variant}")
     runs = {}
-    total = len(args.configs) * len(args.seeds)
+    total = (len(args.configs) + len(args.eval_variant)) * len(args.seeds)
     done = 0
     progress = Progress("toy ablation", total, every_s=0, print_fn=_say)
     for config_file in args.configs:
@@ -112,6 +128,20 @@ def main(argv=None) -> int:
             done += 1
             progress.update(done, f"{method} seed {seed}: " + ", ".join(
                 f"{name} {result[key]:.2f}" for key, name in METRICS) + f", {result['train_seconds']:.0f}s")
+    configs = {os.path.splitext(os.path.basename(c))[0]: c for c in args.configs}
+    for name, method, *overrides in args.eval_variant:
+        if method not in configs:
+            parser.error(f"--eval-variant {name}: {method!r} is not one of the trained methods {sorted(configs)}")
+        runs[name] = {}
+        for seed in args.seeds:
+            trained = os.path.join(args.output_dir, method, f"seed{seed}")
+            out = os.path.join(args.output_dir, name, f"seed{seed}")
+            result = run_one(configs[method], seed, args.max_iter, out, args.device, list(args.opts) + overrides,
+                             eval_weights=os.path.join(trained, "model_final.pth"))
+            runs[name][seed] = result
+            done += 1
+            progress.update(done, f"{name} seed {seed}: " + ", ".join(
+                f"{n} {result[key]:.2f}" for key, n in METRICS))
     table = summarise(runs)
     header = (f"Toy-world ablation: {args.max_iter} iterations at each config's batch size, seeds {args.seeds}, "
               f"GZS3 on toy_world_test (mean ± std over seeds)")

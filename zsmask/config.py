@@ -174,9 +174,9 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Weight of the "no object" class in the classification loss.
     cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
     # Loss (and matching cost) weights: classification (softmax CE, or sigmoid focal with
-    # Split Matching), mask region term, mask dice.
+    # Split Matching), mask BCE, mask dice.
     cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0
-    # Weight of the mask region loss and cost: sigmoid BCE (Mask2Former) or soft IoU (Split Matching).
+    # Weight of the mask sigmoid-BCE loss and cost.
     cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
     # Weight of the mask dice loss and cost.
     cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
@@ -222,8 +222,11 @@ def add_zsmask_config(cfg: CN) -> CN:
     # K_u: the last K_u of MODEL.MASK_FORMER.NUM_OBJECT_QUERIES are candidate queries, matched
     # to pseudo masks only; the others are seen queries, matched to annotated classes only.
     cfg.MODEL.SPLIT_MATCHING.NUM_CANDIDATE_QUERIES = 50
-    # Eq. 3's focal / IoU / dice terms are weighted by MODEL.MASK_FORMER.CLASS_WEIGHT / MASK_WEIGHT /
-    # DICE_WEIGHT (the paper keeps Mask2Former's 2 / 5 / 5).
+    # Eq. 3's focal classification and dice terms are weighted by MODEL.MASK_FORMER.CLASS_WEIGHT
+    # and DICE_WEIGHT (the paper keeps Mask2Former's 2 and 5), Mask2Former's sigmoid BCE by
+    # MASK_WEIGHT; the soft-IoU term (loss and matching cost) by this. IoU + dice alone
+    # (MASK_WEIGHT 0) lets masks collapse to all-on early in training (see the README).
+    cfg.MODEL.SPLIT_MATCHING.IOU_WEIGHT = 5.0
     # Weight of L_cos = 1 - cos(V'_u, C_u) over matched candidate queries.
     cfg.MODEL.SPLIT_MATCHING.COSINE_WEIGHT = 1.0
     # Focal loss alpha and gamma (Lin et al. 2017), for the classification and MFE losses.

@@ -235,16 +235,19 @@ def loss_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, tor
     }
 
 
-@register_criterion_loss("iou_dice_masks", weights={"loss_iou": "MODEL.MASK_FORMER.MASK_WEIGHT",
+@register_criterion_loss("iou_dice_masks", weights={"loss_mask": "MODEL.MASK_FORMER.MASK_WEIGHT",
+                                                    "loss_iou": "MODEL.SPLIT_MATCHING.IOU_WEIGHT",
                                                     "loss_dice": "MODEL.MASK_FORMER.DICE_WEIGHT"})
 def loss_iou_dice_masks(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
-    """Split Matching's L_mask (Eq. 3): soft IoU and dice between matched masks, on the same
-    importance-sampled points as :func:`loss_masks`."""
+    """Split Matching's L_mask (Eq. 3): soft IoU and dice between matched masks, plus
+    Mask2Former's sigmoid BCE (weight ``MODEL.MASK_FORMER.MASK_WEIGHT``; 0 gives IoU + dice
+    alone), on the same importance-sampled points as :func:`loss_masks`."""
     matched = _matched_point_logits_and_labels(criterion, outputs, targets, indices)
     if matched is None:
         zero = outputs["pred_masks"].sum() * 0.0
-        return {"loss_iou": zero, "loss_dice": zero.clone()}
+        return {"loss_mask": zero, "loss_iou": zero.clone(), "loss_dice": zero.clone()}
     return {
+        "loss_mask": sigmoid_bce_loss(*matched, num_masks),
         "loss_iou": soft_iou_loss(*matched, num_masks),
         "loss_dice": dice_loss(*matched, num_masks),
     }

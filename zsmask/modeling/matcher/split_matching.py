@@ -8,8 +8,9 @@ in the joint class space E = cat(A_s, C_u): seen text embeddings first, then one
 pseudo mask (its region embedding), so that ``pred_logits`` (B, Q, N_s + U + 1) hold
 ``S = V E^T`` (the meta-architecture builds them, see ``VocabularyClassifier.attach_logits``).
 
-The cost of a pair is ``w_cls * focal(sigmoid(S)) + w_iou * IoU(M, Y) + w_dice * Dice(M, Y)``
-(the terms of Eq. 3), computed for all pairs in one batched pass. The Hungarian algorithm then
+The cost of a pair is ``w_cls * focal(sigmoid(S)) + w_bce * BCE(M, Y) + w_iou * IoU(M, Y) +
+w_dice * Dice(M, Y)`` (the terms of Eq. 3 and Mask2Former's BCE), computed for all pairs in one
+batched pass. The Hungarian algorithm then
 runs twice per image: seen queries against seen targets (sigma_s*), candidate queries against
 pseudo masks (sigma_u*); the two assignments are concatenated into one (sigma*). A seen query is
 never assigned a pseudo mask and a candidate query never a seen target.
@@ -23,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from detectron2.config import configurable
 
 from .build import register_matcher
-from .costs import batch_dice_cost, batch_focal_class_cost, batch_iou_cost
+from .costs import batch_dice_cost, batch_focal_class_cost, batch_iou_cost, batch_sigmoid_bce_cost
 from .hungarian import HungarianMatcher
 
 __all__ = ["SplitMatcher", "split_query_counts"]
@@ -46,19 +47,21 @@ class SplitMatcher(HungarianMatcher):
     """Hungarian matching within two query groups (seen / candidate) and two target groups."""
 
     @configurable
-    def __init__(self, *, num_seen_queries: int, cost_class: float = 2.0, cost_iou: float = 5.0,
-                 cost_dice: float = 5.0, num_points: int = 112 * 112, focal_alpha: float = 0.25,
-                 focal_gamma: float = 2.0):
+    def __init__(self, *, num_seen_queries: int, cost_class: float = 2.0, cost_bce: float = 5.0,
+                 cost_iou: float = 5.0, cost_dice: float = 5.0, num_points: int = 112 * 112,
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0):
         """
         Args:
             num_seen_queries: K_s; queries ``[0, K_s)`` are seen queries, the rest candidates.
             cost_class: weight of the sigmoid focal classification cost.
+            cost_bce: weight of the sigmoid BCE mask cost.
             cost_iou: weight of the soft-IoU mask cost.
             cost_dice: weight of the dice mask cost.
             num_points: random points per image at which masks are compared.
             focal_alpha, focal_gamma: focal cost parameters.
         """
-        super().__init__(cost_class=cost_class, cost_mask=cost_iou, cost_dice=cost_dice, num_points=num_points)
+        super().__init__(cost_class=cost_class, cost_mask=cost_bce, cost_dice=cost_dice, num_points=num_points)
+        self.cost_iou = cost_iou
         if num_seen_queries < 0:
             raise ValueError(f"num_seen_queries must be >= 0, got {num_seen_queries}")
         self.num_seen_queries = num_seen_queries
@@ -74,7 +77,8 @@ class SplitMatcher(HungarianMatcher):
         return {
             "num_seen_queries": split_query_counts(cfg)[0],
             "cost_class": cfg.MODEL.MASK_FORMER.CLASS_WEIGHT,
-            "cost_iou": cfg.MODEL.MASK_FORMER.MASK_WEIGHT,
+            "cost_bce": cfg.MODEL.MASK_FORMER.MASK_WEIGHT,
+            "cost_iou": sm.IOU_WEIGHT,
             "cost_dice": cfg.MODEL.MASK_FORMER.DICE_WEIGHT,
             "num_points": cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS,
             "focal_alpha": sm.FOCAL_ALPHA,
@@ -82,12 +86,14 @@ class SplitMatcher(HungarianMatcher):
         }
 
     def pair_costs(self, pred_logits, labels, pred_points, target_points):
-        """Eq. 3's terms: focal cost on ``sigmoid(S)`` ("no object" column unused), soft IoU and
-        dice (B, Q, T)."""
+        """Eq. 3's terms: focal cost on ``sigmoid(S)`` ("no object" column unused), BCE, soft IoU
+        and dice (B, Q, T)."""
         cost = self.cost_class * batch_focal_class_cost(pred_logits[..., :-1], labels, self.focal_alpha,
                                                         self.focal_gamma)
         if self.cost_mask != 0:
-            cost = cost + self.cost_mask * batch_iou_cost(pred_points, target_points)
+            cost = cost + self.cost_mask * batch_sigmoid_bce_cost(pred_points, target_points)
+        if self.cost_iou != 0:
+            cost = cost + self.cost_iou * batch_iou_cost(pred_points, target_points)
         if self.cost_dice != 0:
             cost = cost + self.cost_dice * batch_dice_cost(pred_points, target_points)
         return cost
@@ -130,4 +136,4 @@ class SplitMatcher(HungarianMatcher):
 
     def extra_repr(self) -> str:
         return (f"num_seen_queries={self.num_seen_queries}, cost_class={self.cost_class}, "
-                f"cost_iou={self.cost_mask}, cost_dice={self.cost_dice}, num_points={self.num_points}")
+                f"cost_bce={self.cost_mask}, cost_iou={self.cost_iou}, cost_dice={self.cost_dice}, num_points={self.num_points}")
