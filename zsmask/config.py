@@ -58,8 +58,8 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Class scores at inference: "softmax" over the vocabulary + "no object" (Mask2Former) or
     # "sigmoid" per class (for classifiers trained with a sigmoid focal loss, e.g. Split Matching).
     cfg.MODEL.ZSMASK.CLASS_SCORE = "softmax"
-    # Initial value of the learned bias added to every class logit (only matters for sigmoid
-    # scores; -4.6 gives the focal-loss prior p = 0.01).
+    # With sigmoid scores: initial value of the learned bias added to every class logit (-4.6
+    # gives the focal-loss prior p = 0.01). Softmax scores have no bias (it would cancel).
     cfg.MODEL.ZSMASK.LOGIT_BIAS_INIT = 0.0
     # Pseudo labeler from zsmask's PSEUDO_LABELER_REGISTRY that adds targets for unannotated
     # regions in training ("" = none; "clip_kmeans" = Split Matching's CLIP K-means masks).

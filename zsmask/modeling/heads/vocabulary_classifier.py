@@ -3,8 +3,8 @@
 As ZegFormer / FC-CLIP, a query's class logits are ``tau * cos(e_q, t_k) + b`` for each class
 text embedding ``t_k`` of the current vocabulary, plus a learnable "no object" embedding as
 the last class; ``tau`` is a learned inverse temperature (stored as its log, clamped at
-``logit_scale_max`` like CLIP's) and ``b`` a learned bias shared by all classes (it cancels in
-a softmax and sets the prior of sigmoid scores). Nothing here depends on the number of
+``logit_scale_max`` like CLIP's) and ``b`` a learned bias shared by all classes, with sigmoid
+scores only (it sets their prior; in a softmax it would cancel). Nothing here depends on the number of
 classes, so the vocabulary can change between calls and unseen classes exist only as text.
 
 Methods that classify against more than text (Split Matching's joint embedding
@@ -37,7 +37,9 @@ class VocabularyClassifier(nn.Module):
         if class_score not in CLASS_SCORES:
             raise ValueError(f"MODEL.ZSMASK.CLASS_SCORE must be one of {CLASS_SCORES}, got {class_score!r}")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
-        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias_init)))
+        # A bias shared by all classes cancels in a softmax: it is a parameter with sigmoid scores only.
+        self.logit_bias = (nn.Parameter(torch.tensor(float(logit_bias_init))) if class_score == "sigmoid"
+                           else None)
         self.logit_scale_max = logit_scale_max
         # Sigmoid scores need no "no object" class: its column is then a constant PADDING_LOGIT
         # and there is no parameter that would never get a gradient.
@@ -64,7 +66,7 @@ class VocabularyClassifier(nn.Module):
         (B, C, D) -> (B, N, C)."""
         scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
         cosine = F.normalize(embeddings, dim=-1) @ F.normalize(class_embeddings.to(embeddings.dtype), dim=-1).transpose(1, 2)
-        return scale * cosine + self.logit_bias
+        return scale * cosine + self._bias()
 
     def forward(self, embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
@@ -73,7 +75,10 @@ class VocabularyClassifier(nn.Module):
             logits = scale * F.normalize(embeddings, dim=-1) @ text_embeddings.to(embeddings.dtype).t()
             return F.pad(logits + self.logit_bias, (0, 1), value=PADDING_LOGIT)
         weights = self.class_weights(text_embeddings).to(embeddings.dtype)
-        return scale * F.normalize(embeddings, dim=-1) @ weights.t() + self.logit_bias
+        return scale * F.normalize(embeddings, dim=-1) @ weights.t()
+
+    def _bias(self):
+        return 0.0 if self.logit_bias is None else self.logit_bias
 
     def joint_logits(self, embeddings: torch.Tensor, text_embeddings: torch.Tensor,
                      extra_class_embeddings: Optional[torch.Tensor] = None,

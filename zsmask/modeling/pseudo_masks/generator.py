@@ -122,11 +122,26 @@ class PseudoMaskGenerator:
         stride = clip.dense_stride
         cell_valid = _cell_fractions(unannotated, dense.shape[-2:], stride) > self.cell_unannotated_fraction
         fused, k = self.cluster(dense, cell_valid)
-        outputs = []
-        for i in range(images.shape[0]):
-            masks = self._image_masks(fused[i], k, unannotated[i], stride)
-            outputs.append(PseudoMasks(masks, self._embeddings(clip, images[i], dense[i], masks)))
-        return outputs
+        masks = [self._image_masks(fused[i], k, unannotated[i], stride) for i in range(images.shape[0])]
+        if self.region_embedding == "dense":
+            embeddings = [self._embeddings(clip, images[i], dense[i], m) for i, m in enumerate(masks)]
+        else:
+            embeddings = self._masked_cls_embeddings(clip, images, masks)
+        return [PseudoMasks(m, e) for m, e in zip(masks, embeddings)]
+
+    def _masked_cls_embeddings(self, clip, images: torch.Tensor, masks: List[torch.Tensor]) -> List[torch.Tensor]:
+        """C_u of every image's masks from CLIP [CLS] of the masked images, all images' masked
+        copies batched together: ``masks[i]`` (U_i, H, W) -> ``[(U_i, D)]``."""
+        image_index = torch.cat([torch.full((m.shape[0],), i, dtype=torch.long) for i, m in enumerate(masks)])
+        flat = torch.cat(masks, dim=0)
+        mean = clip.pixel_mean.view(1, 3, 1, 1).to(images.dtype)
+        embeddings = [images.new_zeros((0, clip.embed_dim))]
+        for start in range(0, flat.shape[0], _CLIP_BATCH):
+            keep = flat[start:start + _CLIP_BATCH].unsqueeze(1).to(images.dtype)  # (u, 1, H, W)
+            source = images[image_index[start:start + _CLIP_BATCH].to(images.device)]
+            masked = source * keep + mean * (1 - keep)
+            embeddings.append(clip.encode_image_dense(masked)["cls_embedding"].float())
+        return list(torch.cat(embeddings, dim=0).split([m.shape[0] for m in masks]))
 
     def _image_masks(self, fused: torch.Tensor, k: int, unannotated: torch.Tensor, stride: int) -> torch.Tensor:
         """``(h, w)`` component ids -> ``(U, H, W)`` bool masks, largest first."""
@@ -143,17 +158,11 @@ class PseudoMaskGenerator:
         return masks[area.argsort(descending=True)][: self.max_masks]
 
     def _embeddings(self, clip, image: torch.Tensor, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """C_u ``(U, D)`` of one image's masks."""
+        """C_u ``(U, D)`` of one image's masks (``image`` (3, H, W), ``dense`` (D, h, w))."""
         if masks.shape[0] == 0:
             return dense.new_zeros((0, dense.shape[0]))
         if self.region_embedding == "dense":
             weights = _cell_fractions(masks, dense.shape[-2:], clip.dense_stride).flatten(1)  # (U, h*w)
             pooled = weights @ dense.flatten(1).T  # (U, D)
             return F.normalize(pooled, dim=-1)
-        mean = clip.pixel_mean.view(1, 3, 1, 1).to(image.dtype)
-        embeddings = []
-        for chunk in masks.split(_CLIP_BATCH):
-            keep = chunk.unsqueeze(1).to(image.dtype)  # (u, 1, H, W)
-            masked = image.unsqueeze(0) * keep + mean * (1 - keep)
-            embeddings.append(clip.encode_image_dense(masked)["cls_embedding"].float())
-        return torch.cat(embeddings, dim=0)
+        return self._masked_cls_embeddings(clip, image[None], [masks])[0]
