@@ -130,7 +130,14 @@ def test_method_configs_select_registered_parts(path):
     assert cfg.MODEL.BACKBONE.NAME in BACKBONE_REGISTRY
     assert cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME in PIXEL_DECODER_REGISTRY
     assert cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME in TRANSFORMER_DECODER_REGISTRY
+    from zsmask.modeling.auxiliary_heads import AUXILIARY_HEAD_REGISTRY
+    from zsmask.modeling.criterion import CRITERION_LOSS_REGISTRY
+    from zsmask.modeling.pseudo_masks import PSEUDO_LABELER_REGISTRY
+
     assert cfg.MODEL.ZSMASK.MATCHER in MATCHER_REGISTRY
+    assert all(name in CRITERION_LOSS_REGISTRY for name in cfg.MODEL.ZSMASK.LOSSES)
+    assert all(name in AUXILIARY_HEAD_REGISTRY for name in cfg.MODEL.ZSMASK.AUXILIARY_HEADS)
+    assert not cfg.MODEL.ZSMASK.PSEUDO_LABELER or cfg.MODEL.ZSMASK.PSEUDO_LABELER in PSEUDO_LABELER_REGISTRY
     assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
     assert cfg.OUTPUT_DIR.startswith("output/")
     if path.startswith("configs/toy/"):  # the toy world: toy CLIP, toy-size model, toy datasets
@@ -138,9 +145,11 @@ def test_method_configs_select_registered_parts(path):
         assert cfg.DATASETS.TRAIN == ("toy_world_train",) and cfg.DATASETS.TEST == ("toy_world_test",)
         assert not cfg.INPUT.COLOR_AUG_SSD  # colour defines the toy classes
         return
-    # the paper defaults: 6 encoder layers over 3 levels, 9 decoder layers, 100 queries
+    # the paper defaults: 6 encoder layers over 3 levels, 9 decoder layers, 100 queries (Split
+    # Matching adds its candidate queries to them)
     assert cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS == 6
-    assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 9 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
+    candidates = cfg.MODEL.SPLIT_MATCHING.NUM_CANDIDATE_QUERIES if cfg.MODEL.ZSMASK.MATCHER == "split_matching" else 0
+    assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 9 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES - candidates == 100
 
 
 @pytest.mark.parametrize("depth", [50, 101])
