@@ -258,7 +258,7 @@ def loss_focal_labels(criterion, outputs, targets, indices, num_masks) -> Dict[s
     """Split Matching's L_cls (Eq. 3): sigmoid focal loss of every query against every class of
     ``pred_logits`` (B, Q, C + 1) except "no object": one-hot at the matched target's class,
     all zeros for unmatched queries; summed and divided by ``num_masks`` (Deformable DETR).
-    Padded class columns (see ``VocabularyClassifier.attach_logits``) contribute nothing."""
+    Padded class columns (see ``VocabularyClassifier.joint_logits``) contribute nothing."""
     logits = outputs["pred_logits"][..., :-1].float()
     one_hot = torch.zeros_like(logits)
     batch_idx, query_idx = _matched_query_index(indices, logits.device)

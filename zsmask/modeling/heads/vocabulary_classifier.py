@@ -8,10 +8,10 @@ scores only (it sets their prior; in a softmax it would cancel). Nothing here de
 classes, so the vocabulary can change between calls and unseen classes exist only as text.
 
 Methods that classify against more than text (Split Matching's joint embedding
-E = cat(A_s, C_u)) pass per-image extra class embeddings to :meth:`attach_logits`.
+E = cat(A_s, C_u)) pass per-image extra class embeddings to :meth:`joint_logits`.
 """
 import math
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -96,16 +96,6 @@ class VocabularyClassifier(nn.Module):
         extra = self.scaled_cosine(embeddings, extra_class_embeddings)
         extra = extra.masked_fill(~extra_valid[:, None, :].to(extra.device), PADDING_LOGIT)
         return torch.cat((logits[..., :-1], extra, logits[..., -1:]), dim=-1)
-
-    def attach_logits(self, outputs: Dict, text_embeddings: torch.Tensor,
-                      extra_class_embeddings: Optional[torch.Tensor] = None,
-                      extra_valid: Optional[torch.Tensor] = None) -> Dict:
-        """Add ``pred_logits`` (see :meth:`joint_logits`) to ``outputs`` and each of its
-        ``aux_outputs``, from their ``pred_embeddings`` (B, Q, D)."""
-        for prediction in [outputs] + list(outputs.get("aux_outputs", [])):
-            prediction["pred_logits"] = self.joint_logits(prediction["pred_embeddings"], text_embeddings,
-                                                          extra_class_embeddings, extra_valid)
-        return outputs
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (..., K) from logits (..., K + 1): softmax with "no object"

@@ -6,7 +6,7 @@ queries (the last K_u). Targets are Y_p = Y_s ∪ Y_u: the annotated (seen) mask
 masks of unannotated regions, marked by ``targets[b]["is_pseudo"]``. Every target's class lives
 in the joint class space E = cat(A_s, C_u): seen text embeddings first, then one column per
 pseudo mask (its region embedding), so that ``pred_logits`` (B, Q, N_s + U + 1) hold
-``S = V E^T`` (the meta-architecture builds them, see ``VocabularyClassifier.attach_logits``).
+``S = V E^T`` (the meta-architecture builds them, see ``VocabularyClassifier.joint_logits``).
 
 The cost of a pair is ``w_cls * focal(sigmoid(S)) + w_bce * BCE(M, Y) + w_iou * IoU(M, Y) +
 w_dice * Dice(M, Y)`` (the terms of Eq. 3 and Mask2Former's BCE), computed for all pairs in one

@@ -17,12 +17,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
-
-from detectron2.data import MetadataCatalog
 
 from ..auxiliary_heads import build_auxiliary_heads
 from ..clip import CLIPTextImageEncoder
