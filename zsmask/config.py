@@ -241,6 +241,16 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Weight of L_MFE = CE + focal against Y_p.
     cfg.MODEL.SPLIT_MATCHING.MFE.WEIGHT = 1.0
 
+    # ---------------------------------------------------------------- AlignZeg
+    # AlignZeg (Ge et al.): parts land step by step; these keys are read by the landed ones.
+    cfg.MODEL.ALIGNZEG = CN()
+    # Predictive Bias Correction: a background proposal is a negative when it ranks within the
+    # top-K mask losses of every seen class in the image (Sec. 3.3, Fig. 4; K = 50).
+    cfg.MODEL.ALIGNZEG.NEGATIVE_TOP_K = 50
+    # Eq. 7: proposals whose class indicator exceeds gamma get their seen-class scores set to the
+    # minimum score of the image's score matrix.
+    cfg.MODEL.ALIGNZEG.PBC_THRESHOLD = 0.3
+
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.
     cfg.TEST.ZERO_SHOT = CN()

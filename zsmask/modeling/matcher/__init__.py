@@ -2,6 +2,7 @@
 from .build import MATCHER_REGISTRY, build_matcher, register_matcher
 from .costs import batch_dice_cost, batch_focal_class_cost, batch_iou_cost, batch_sigmoid_bce_cost
 from .hungarian import HungarianMatcher
+from .negative_proposals import NegativeProposalSelector, select_negative_proposals
 from .split_matching import SplitMatcher, split_query_counts
 
 __all__ = [
@@ -9,6 +10,8 @@ __all__ = [
     "build_matcher",
     "register_matcher",
     "HungarianMatcher",
+    "NegativeProposalSelector",
+    "select_negative_proposals",
     "SplitMatcher",
     "split_query_counts",
     "batch_dice_cost",
