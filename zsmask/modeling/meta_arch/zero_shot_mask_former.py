@@ -168,10 +168,12 @@ class ZeroShotMaskFormer(nn.Module):
         return self.pixel_mean.device
 
     # ------------------------------------------------------------------ shared steps
-    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise and pad the inputs' images into one (B, 3, H', W') batch."""
-        images = [(to_rgb(x["image"]).to(self.device).float() - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
+    def preprocess_images(self, batched_inputs: List[Dict], normalize: bool = True) -> ImageList:
+        """Normalise (unless ``normalize`` is False: RGB on the 0-255 scale) and pad the inputs'
+        images into one (B, 3, H', W') batch."""
+        images = [to_rgb(x["image"]).to(self.device).float() for x in batched_inputs]
+        if normalize:
+            images = [(image - self.pixel_mean) / self.pixel_std for image in images]
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def predict_queries(self, images: ImageList) -> Dict:
@@ -223,7 +225,7 @@ class ZeroShotMaskFormer(nn.Module):
         targets = self.prepare_targets(batched_inputs, images)
         extra, extra_valid = None, None
         if self.pseudo_labeler is not None:
-            pseudo = self.pseudo_labeler(self.clip, self.raw_images(batched_inputs).tensor,
+            pseudo = self.pseudo_labeler(self.clip, self.preprocess_images(batched_inputs, normalize=False).tensor,
                                          self.unannotated_masks(batched_inputs, images))
             targets, extra, extra_valid = add_pseudo_targets(targets, pseudo, text)
 
@@ -238,11 +240,6 @@ class ZeroShotMaskFormer(nn.Module):
             losses.update(head(outputs, targets, classify))
             weights.update(head.weight_dict)
         return {name: value * weights[name] for name, value in losses.items() if name in weights}
-
-    def raw_images(self, batched_inputs: List[Dict]) -> ImageList:
-        """The inputs' RGB images on the 0-255 scale, padded like :meth:`preprocess_images`."""
-        return ImageList.from_tensors([to_rgb(x["image"]).to(self.device).float() for x in batched_inputs],
-                                      self.size_divisibility)
 
     def unannotated_masks(self, batched_inputs: List[Dict], images: ImageList) -> torch.Tensor:
         """(B, H', W') bool unannotated pixels (see :func:`unannotated_pixels`), padding False."""
