@@ -19,7 +19,9 @@ __all__ = [
     "tower_kind",
     "tower_stride",
     "resize_grid_embedding",
+    "vit_embed",
     "vit_forward_tokens",
+    "run_block",
     "vit_pool",
     "vit_dense_embeddings",
     "resnet_stages",
@@ -85,13 +87,7 @@ def vit_forward_tokens(
     (class token first, before ``ln_post``) and the grid ``(h, w)``. With ``skip_last_block``
     the tokens are the input of the last block.
     """
-    x = visual.conv1(x)  # (B, width, h, w)
-    grid = (x.shape[-2], x.shape[-1])
-    x = x.flatten(2).transpose(1, 2)  # (B, h*w, width)
-    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-    x = torch.cat([cls, x], dim=1)
-    x = x + resize_grid_embedding(visual.positional_embedding, visual.grid_size, grid).to(x.dtype)
-    x = visual.ln_pre(x)
+    x, grid = vit_embed(visual, x)
     blocks = visual.transformer.resblocks
     if skip_last_block:
         blocks = blocks[:-1]
@@ -105,7 +101,22 @@ def vit_forward_tokens(
     return x, grid
 
 
-def _run_block(block: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+def vit_embed(visual: VisionTransformer, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """The tokens entering the first block: patch embedding of normalised images ``(B, 3, H, W)``
+    (H, W multiples of the patch size), class token first, positional embedding resized to the
+    grid, ``ln_pre``. Returns ``(B, 1 + h*w, width)`` and the grid ``(h, w)``."""
+    x = visual.conv1(x)  # (B, width, h, w)
+    grid = (x.shape[-2], x.shape[-1])
+    x = x.flatten(2).transpose(1, 2)  # (B, h*w, width)
+    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1)
+    x = x + resize_grid_embedding(visual.positional_embedding, visual.grid_size, grid).to(x.dtype)
+    return visual.ln_pre(x), grid
+
+
+def run_block(block: nn.Module, x: torch.Tensor, batch_first: bool = True) -> torch.Tensor:
+    """One open_clip residual block on batch-first tokens ``(B, L, width)``, whatever the
+    transformer's own layout (``batch_first``)."""
     if not batch_first:
         return block(x.transpose(0, 1)).transpose(0, 1)
     return block(x)
@@ -158,7 +169,7 @@ def vit_dense_embeddings(
     penultimate, (h, w) = vit_forward_tokens(visual, x, skip_last_block=True)
     last = visual.transformer.resblocks[-1]
     batch_first = getattr(visual.transformer, "batch_first", True)
-    pooled = vit_pool(visual, _run_block(last, penultimate, batch_first))
+    pooled = vit_pool(visual, run_block(last, penultimate, batch_first))
 
     dense = _value_path(last, penultimate)
     if route == "maskclip":
