@@ -67,6 +67,13 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Training-only heads from zsmask's AUXILIARY_HEAD_REGISTRY, each adding its own losses
     # (e.g. "MultiScaleFeatureEnhancement"); never run at inference.
     cfg.MODEL.ZSMASK.AUXILIARY_HEADS = []
+    # Proposal embedder from zsmask's PROPOSAL_EMBEDDER_REGISTRY that gives each query's class
+    # embedding instead of the transformer decoder ("" = the decoder's own; AlignZeg:
+    # "CLIPSemanticDecoder").
+    cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER = ""
+    # Softmax scores at inference include the "no object" / background class (Mask2Former);
+    # False: a softmax over the vocabulary alone (AlignZeg: "the background score is not used").
+    cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE = True
     # Extra randomly drawn decoder queries appended to the learned ones at inference only.
     cfg.MODEL.ZSMASK.RANDOM_QUERIES = CN()
     # How many (0 = none; Split Matching uses 50 on COCO-Stuff).
@@ -242,14 +249,74 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SPLIT_MATCHING.MFE.WEIGHT = 1.0
 
     # ---------------------------------------------------------------- AlignZeg
-    # AlignZeg (Ge et al.): parts land step by step; these keys are read by the landed ones.
+    # AlignZeg (Ge et al.). Its model: MODEL.BACKBONE.NAME "CLIPSideAdapterBackbone", pixel decoder
+    # "CLIPFusionPixelDecoder", transformer decoder "MutuallyRefinedProposalDecoder", proposal
+    # embedder "CLIPSemanticDecoder"; the switches below turn on the Table 4 parts.
     cfg.MODEL.ALIGNZEG = CN()
-    # Predictive Bias Correction: a background proposal is a negative when it ranks within the
-    # top-K mask losses of every seen class in the image (Sec. 3.3, Fig. 4; K = 50).
-    cfg.MODEL.ALIGNZEG.NEGATIVE_TOP_K = 50
+    # The learnable image encoder (Sec. 4.2: a plain ViT, 8 layers, width 240, patch 16).
+    cfg.MODEL.ALIGNZEG.IMAGE_ENCODER = CN()
+    # Token width of the image encoder.
+    cfg.MODEL.ALIGNZEG.IMAGE_ENCODER.DIM = 240
+    # Number of transformer layers.
+    cfg.MODEL.ALIGNZEG.IMAGE_ENCODER.DEPTH = 8
+    # Attention heads per layer (DIM must be divisible by it).
+    cfg.MODEL.ALIGNZEG.IMAGE_ENCODER.NUM_HEADS = 6
+    # Patch size (= the stride of Z_enc and of the mask proposals).
+    cfg.MODEL.ALIGNZEG.IMAGE_ENCODER.PATCH_SIZE = 16
+    # MLP width as a multiple of DIM.
+    cfg.MODEL.ALIGNZEG.IMAGE_ENCODER.MLP_RATIO = 4.0
+    # How the frozen CLIP ViT is split (supplementary Sec. 1, after SAN).
+    cfg.MODEL.ALIGNZEG.CLIP = CN()
+    # Z_clip is the output of this CLIP block (1-based; ViT-B/16: 6).
+    cfg.MODEL.ALIGNZEG.CLIP.FEATURE_LAYER = 6
+    # The last blocks form the semantic decoder (ViT-B/16: 3); the others run on the image.
+    cfg.MODEL.ALIGNZEG.CLIP.DECODER_LAYERS = 3
+    # CLIP reads the image resized by this factor (Sec. 4.2: 320^2 for 640^2 inputs, 0.5).
+    cfg.MODEL.ALIGNZEG.CLIP.INPUT_SCALE = 0.5
+    # Deep visual prompts per CLIP encoder block (VPT-deep as ZegCLIP; COCO-Stuff: 20, else 0).
+    cfg.MODEL.ALIGNZEG.CLIP.NUM_DEEP_PROMPTS = 0
+    # The CLIP [CLS] semantic decoder.
+    cfg.MODEL.ALIGNZEG.SEMANTIC_DECODER = CN()
+    # Per-head channels of the attention-bias embeddings B = Q''_m · MLP(Z'_f)^T.
+    cfg.MODEL.ALIGNZEG.SEMANTIC_DECODER.BIAS_DIM = 64
+    # Mutually-Refined Proposal Extraction (Sec. 3.1).
+    cfg.MODEL.ALIGNZEG.MRPE = CN()
+    # True: query and image refinement (Eq. 1); False: Table 4's baseline, a MaskFormer-style
+    # decoder of MODEL.MASK_FORMER.DEC_LAYERS layers on unrefined features.
+    cfg.MODEL.ALIGNZEG.MRPE.ENABLED = True
+    # Rounds of query + image refinement before the final queries (paper: 1).
+    cfg.MODEL.ALIGNZEG.MRPE.NUM_ROUNDS = 1
+    # Predictive Bias Correction (Sec. 3.3).
+    cfg.MODEL.ALIGNZEG.PBC = CN()
+    # Switch: the class indicator φ_bc, its loss L_bc ("class_indicator") and Eq. 7 at inference.
+    cfg.MODEL.ALIGNZEG.PBC.ENABLED = False
+    # Matcher-registry name of the proposal selector that labels proposals for L_bc.
+    cfg.MODEL.ALIGNZEG.PBC.SELECTOR = "negative_proposals"
+    # A background proposal is a negative when it ranks within the top-K mask losses of every
+    # seen class in the image (Fig. 4; K = 50).
+    cfg.MODEL.ALIGNZEG.PBC.NEGATIVE_TOP_K = 50
     # Eq. 7: proposals whose class indicator exceeds gamma get their seen-class scores set to the
-    # minimum score of the image's score matrix.
-    cfg.MODEL.ALIGNZEG.PBC_THRESHOLD = 0.3
+    # minimum of the proposal logits (gamma = 0.3).
+    cfg.MODEL.ALIGNZEG.PBC.THRESHOLD = 0.3
+    # Weight of L_bc in Eq. 8 (1).
+    cfg.MODEL.ALIGNZEG.PBC.WEIGHT = 1.0
+    # Feature Expansion Strategy (Sec. 3.2, Eqs. 2-3).
+    cfg.MODEL.ALIGNZEG.FES = CN()
+    # Switch: the virtual-feature loss L_vir ("virtual_features").
+    cfg.MODEL.ALIGNZEG.FES.ENABLED = False
+    # alpha of the mixing weight beta ~ Beta(alpha, alpha) (3).
+    cfg.MODEL.ALIGNZEG.FES.ALPHA = 3.0
+    # lambda_3 of Eq. 8 (1e-2).
+    cfg.MODEL.ALIGNZEG.FES.WEIGHT = 1e-2
+    # Background Diversity Strategy (Sec. 3.2, Eq. 4).
+    cfg.MODEL.ALIGNZEG.BDS = CN()
+    # Switch: NUM_PROTOTYPES background prototypes (else one) and their loss L_reg
+    # ("background_diversity").
+    cfg.MODEL.ALIGNZEG.BDS.ENABLED = False
+    # M (COCO-Stuff: 20, others: 10).
+    cfg.MODEL.ALIGNZEG.BDS.NUM_PROTOTYPES = 10
+    # lambda_4 of Eq. 8 (1e-4).
+    cfg.MODEL.ALIGNZEG.BDS.WEIGHT = 1e-4
 
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.

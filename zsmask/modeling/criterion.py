@@ -12,9 +12,11 @@ open-vocabulary, so the number of classes ``K`` is read from ``pred_logits`` on 
 
 Losses are looked up by name in :data:`CRITERION_LOSS_REGISTRY`; methods register extra ones
 with :func:`register_criterion_loss` (declaring the config key that weights each of their
-outputs) and configs list them in ``MODEL.ZSMASK.LOSSES``. Split Matching's (Chen et al.,
-Eq. 3) are registered here too: ``focal_labels`` (sigmoid focal classification),
-``iou_dice_masks`` (soft IoU + dice) and ``candidate_cosine`` (L_cos).
+outputs) and configs list them in ``MODEL.ZSMASK.LOSSES``, or name a boolean config key that
+switches them on (``enabled_by``). Split Matching's (Chen et al., Eq. 3) are registered here
+too: ``focal_labels`` (sigmoid focal classification), ``iou_dice_masks`` (soft IoU + dice) and
+``candidate_cosine`` (L_cos); so are AlignZeg's (Ge et al., Eq. 8): ``class_indicator`` (L_bc),
+``virtual_features`` (L_vir) and ``background_diversity`` (L_reg).
 """
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -39,6 +41,9 @@ __all__ = [
     "build_weight_dict",
     "CRITERION_LOSS_REGISTRY",
     "register_criterion_loss",
+    "configured_losses",
+    "background_diversity_loss",
+    "mix_features",
     "sigmoid_bce_loss",
     "dice_loss",
     "soft_iou_loss",
@@ -62,28 +67,46 @@ for auxiliary levels).
 
 # registered loss name -> {output key: dotted config key of its weight}
 LOSS_WEIGHT_KEYS: Dict[str, Dict[str, str]] = {}
+# registered loss name -> dotted boolean config key that adds it to the configured losses
+LOSS_SWITCH_KEYS: Dict[str, str] = {}
 
 
-def register_criterion_loss(name: str, weights: Optional[Mapping[str, str]] = None) -> Callable[[LossFn], LossFn]:
+def register_criterion_loss(name: str, weights: Optional[Mapping[str, str]] = None,
+                            enabled_by: Optional[str] = None) -> Callable[[LossFn], LossFn]:
     """Decorator: register a loss function in :data:`CRITERION_LOSS_REGISTRY` under ``name``.
 
     ``weights`` maps each loss the function returns to the config key of its weight (e.g.
     ``{"loss_cos": "MODEL.SPLIT_MATCHING.COSINE_WEIGHT"}``); :func:`build_criterion` reads them.
+    ``enabled_by`` names a boolean config key (e.g. ``"MODEL.ALIGNZEG.FES.ENABLED"``) that adds
+    the loss to ``MODEL.ZSMASK.LOSSES`` when True, so one switch turns a method part on.
     """
 
     def deco(loss_fn: LossFn) -> LossFn:
         CRITERION_LOSS_REGISTRY._do_register(name, loss_fn)
         LOSS_WEIGHT_KEYS[name] = dict(weights or {})
+        if enabled_by:
+            LOSS_SWITCH_KEYS[name] = enabled_by
         return loss_fn
 
     return deco
 
 
-def _config_value(cfg, dotted_key: str) -> float:
+def _config_node(cfg, dotted_key: str):
     node = cfg
     for part in dotted_key.split("."):
         node = getattr(node, part)
-    return float(node)
+    return node
+
+
+def _config_value(cfg, dotted_key: str) -> float:
+    return float(_config_node(cfg, dotted_key))
+
+
+def configured_losses(cfg) -> List[str]:
+    """``MODEL.ZSMASK.LOSSES`` followed by the registered losses whose ``enabled_by`` switch is on."""
+    losses = list(cfg.MODEL.ZSMASK.LOSSES)
+    losses += [name for name, key in LOSS_SWITCH_KEYS.items() if bool(_config_node(cfg, key)) and name not in losses]
+    return losses
 
 
 def sigmoid_bce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -288,6 +311,91 @@ def loss_candidate_cosine(criterion, outputs, targets, indices, num_masks) -> Di
     return {"loss_cos": (1.0 - cosine).mean()}
 
 
+def _seen_matches(targets, indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch_idx, query_idx, labels) of the queries matched to annotated (not pseudo) targets."""
+    batch_idx, query_idx = _matched_query_index(indices, device)
+    labels = _matched_labels(targets, indices, device)
+    pseudo = [t["is_pseudo"][target_idx.to(t["is_pseudo"].device)] if "is_pseudo" in t
+              else torch.zeros(len(target_idx), dtype=torch.bool) for t, (_, target_idx) in zip(targets, indices)]
+    seen = ~torch.cat(pseudo).to(device) if pseudo else torch.zeros(0, dtype=torch.bool, device=device)
+    return batch_idx[seen], query_idx[seen], labels[seen]
+
+
+@register_criterion_loss("class_indicator", weights={"loss_bc": "MODEL.ALIGNZEG.PBC.WEIGHT"},
+                         enabled_by="MODEL.ALIGNZEG.PBC.ENABLED")
+def loss_class_indicator(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """AlignZeg's L_bc (Eq. 6): BCE of the class indicator ``outputs["pred_indicator"]`` (B, Q)
+    logits against the labels of ``criterion.proposal_selector`` (0: matched to a seen class,
+    1: negative proposal, -1: ignored), averaged over the selected proposals. Predictions
+    without an indicator (auxiliary levels) add nothing."""
+    if "pred_indicator" not in outputs:
+        return {}
+    if criterion.proposal_selector is None:
+        raise ValueError("the 'class_indicator' loss needs a proposal selector (MODEL.ALIGNZEG.PBC.SELECTOR)")
+    logits = outputs["pred_indicator"].float()
+    labels = torch.stack(criterion.proposal_selector(outputs, targets, indices)).to(logits.device)
+    selected = labels >= 0
+    if not selected.any():
+        return {"loss_bc": logits.sum() * 0.0}
+    return {"loss_bc": F.binary_cross_entropy_with_logits(logits[selected], labels[selected].float())}
+
+
+@register_criterion_loss("virtual_features", weights={"loss_vir": "MODEL.ALIGNZEG.FES.WEIGHT"},
+                         enabled_by="MODEL.ALIGNZEG.FES.ENABLED")
+def loss_virtual_features(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """AlignZeg's Feature Expansion, L_vir (Eqs. 2, 3).
+
+    The class embeddings F_cls of the queries matched to seen targets in the batch and their
+    classes' text embeddings T^{b,s} are mixed with a shuffled copy, F^v = β F + (1 - β) F',
+    T^v = β T + (1 - β) T' (β ~ Beta(α, α), one per batch); each virtual feature's logits are
+    [F^v·T^T, F^v·T^v^T] (the classifier's scaled cosine) and its label is the last one, C.
+    Needs ``outputs["classifier"]`` and ``outputs["text_embeddings"]`` (K, D), which the
+    meta-architecture adds to the final prediction only; fewer than two features give zero.
+    """
+    if "classifier" not in outputs:
+        return {}
+    embeddings = outputs["pred_embeddings"]
+    classifier, text = outputs["classifier"], outputs["text_embeddings"].to(embeddings)
+    batch_idx, query_idx, labels = _seen_matches(targets, indices, embeddings.device)
+    if labels.numel() < 2:
+        return {"loss_vir": embeddings.sum() * 0.0}
+    features, prototypes = embeddings[batch_idx, query_idx], text[labels]
+    virtual_features, virtual_prototypes = mix_features(features, prototypes, criterion.mixup_alpha)
+    logits = torch.cat((classifier.scaled_cosine(virtual_features[None], text[None])[0],
+                        classifier.scaled_cosine(virtual_features[:, None], virtual_prototypes[:, None])[:, 0]), dim=-1)
+    target = torch.full((logits.shape[0],), text.shape[0], dtype=torch.int64, device=logits.device)
+    return {"loss_vir": F.cross_entropy(logits.float(), target)}
+
+
+def mix_features(features: torch.Tensor, prototypes: torch.Tensor, alpha: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 2: (N, D) features and their (N, D) class prototypes mixed with a random permutation
+    of themselves by one β ~ Beta(alpha, alpha): two (N, D) tensors."""
+    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample().item()
+    order = torch.randperm(features.shape[0], device=features.device)
+    return (beta * features + (1 - beta) * features[order],
+            beta * prototypes + (1 - beta) * prototypes[order])
+
+
+def background_diversity_loss(prototypes: torch.Tensor) -> torch.Tensor:
+    """AlignZeg's L_reg (Eq. 4): the mean of g_i · g_j^T over the M (M - 1) / 2 pairs of the
+    (M, D) background prototypes, taken L2-normalised (the classifier compares them by cosine,
+    so only their directions matter; raw vectors could lower the loss by growing)."""
+    count = prototypes.shape[0]
+    if count < 2:
+        raise ValueError(f"L_reg needs at least 2 background prototypes, got {count}")
+    normed = F.normalize(prototypes.float(), dim=-1)
+    return 2.0 * torch.triu(normed @ normed.t(), diagonal=1).sum() / (count * (count - 1))
+
+
+@register_criterion_loss("background_diversity", weights={"loss_reg": "MODEL.ALIGNZEG.BDS.WEIGHT"},
+                         enabled_by="MODEL.ALIGNZEG.BDS.ENABLED")
+def loss_background_diversity(criterion, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    """L_reg (Eq. 4) of ``outputs["classifier"].background_prototypes`` (final prediction only)."""
+    if "classifier" not in outputs:
+        return {}
+    return {"loss_reg": background_diversity_loss(outputs["classifier"].background_prototypes)}
+
+
 class SetCriterion(nn.Module):
     """Mask2Former's losses for matched query predictions, with deep supervision.
 
@@ -308,6 +416,8 @@ class SetCriterion(nn.Module):
         importance_sample_ratio: float = 0.75,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        mixup_alpha: float = 3.0,
+        proposal_selector: Optional[nn.Module] = None,
     ):
         """
         Args:
@@ -319,6 +429,9 @@ class SetCriterion(nn.Module):
             oversample_ratio: candidates per point for importance sampling.
             importance_sample_ratio: fraction of the points chosen by uncertainty.
             focal_alpha, focal_gamma: parameters of the focal losses.
+            mixup_alpha: α of the Beta(α, α) mixing weight of ``virtual_features``.
+            proposal_selector: labels proposals for ``class_indicator``,
+                ``selector(outputs, targets, indices) -> [(Q,) int64]`` (e.g. ``negative_proposals``).
         """
         super().__init__()
         unknown = [name for name in losses if name not in CRITERION_LOSS_REGISTRY]
@@ -335,6 +448,8 @@ class SetCriterion(nn.Module):
         self.importance_sample_ratio = importance_sample_ratio
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.mixup_alpha = mixup_alpha
+        self.proposal_selector = proposal_selector
 
     @classmethod
     def from_config(cls, cfg, matcher):
@@ -342,7 +457,7 @@ class SetCriterion(nn.Module):
         # The decoder also predicts before its first layer: DEC_LAYERS + 1 predictions, the
         # last of which is the main output, so DEC_LAYERS auxiliary ones.
         num_aux_outputs = mask_former.DEC_LAYERS if mask_former.DEEP_SUPERVISION else 0
-        losses = list(cfg.MODEL.ZSMASK.LOSSES)
+        losses = configured_losses(cfg)
         unknown = [name for name in losses if name not in LOSS_WEIGHT_KEYS]
         if unknown:
             raise KeyError(f"Unknown criterion loss(es) {unknown} in MODEL.ZSMASK.LOSSES; registered losses: "
@@ -359,6 +474,9 @@ class SetCriterion(nn.Module):
             "importance_sample_ratio": mask_former.IMPORTANCE_SAMPLE_RATIO,
             "focal_alpha": cfg.MODEL.SPLIT_MATCHING.FOCAL_ALPHA,
             "focal_gamma": cfg.MODEL.SPLIT_MATCHING.FOCAL_GAMMA,
+            "mixup_alpha": cfg.MODEL.ALIGNZEG.FES.ALPHA,
+            "proposal_selector": (build_matcher(cfg, cfg.MODEL.ALIGNZEG.PBC.SELECTOR)
+                                  if "class_indicator" in losses else None),
         }
 
     def get_num_masks(self, targets: Sequence[Dict[str, torch.Tensor]], device: torch.device) -> float:

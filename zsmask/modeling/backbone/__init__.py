@@ -1,4 +1,5 @@
 """Backbones registered in detectron2's BACKBONE_REGISTRY by zsmask."""
 from .clip_backbone import CLIPVisualBackbone, LayerNorm2d
+from .side_adapter import CLIPSideAdapterBackbone, PlainViTEncoder
 
-__all__ = ["CLIPVisualBackbone", "LayerNorm2d"]
+__all__ = ["CLIPVisualBackbone", "CLIPSideAdapterBackbone", "LayerNorm2d", "PlainViTEncoder"]

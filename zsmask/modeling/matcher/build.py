@@ -5,7 +5,7 @@ A matcher is an ``nn.Module`` whose ``forward(outputs, targets)`` returns, per i
 negative-proposal selection, ...) by registering it under a short name; the meta-architecture
 only calls :func:`build_matcher`.
 """
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from detectron2.utils.registry import Registry
 
@@ -35,17 +35,17 @@ def register_matcher(name: str) -> Callable[[_MatcherClass], _MatcherClass]:
     return deco
 
 
-def build_matcher(cfg):
-    """Build the matcher named by ``cfg.MODEL.ZSMASK.MATCHER``.
+def build_matcher(cfg, name: Optional[str] = None):
+    """Build the matcher registered as ``name`` (default ``cfg.MODEL.ZSMASK.MATCHER``).
 
     Raises:
         KeyError: if no matcher is registered under that name (the message lists those that are).
     """
-    name = cfg.MODEL.ZSMASK.MATCHER
+    name = cfg.MODEL.ZSMASK.MATCHER if name is None else name
     if name not in MATCHER_REGISTRY:
         registered = ", ".join(sorted(n for n, _ in MATCHER_REGISTRY))
         raise KeyError(
-            f"Unknown matcher {name!r} in cfg.MODEL.ZSMASK.MATCHER; registered matchers: "
-            f"{registered}"
+            f"Unknown matcher {name!r} (cfg.MODEL.ZSMASK.MATCHER or a method's selector key); "
+            f"registered matchers: {registered}"
         )
     return MATCHER_REGISTRY.get(name)(cfg)

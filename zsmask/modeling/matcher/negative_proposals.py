@@ -12,7 +12,7 @@ Per image, every query (proposal) gets a class-indicator label:
 
 The mask loss matrix is the matcher's BCE + dice mask cost on shared random points.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -47,8 +47,8 @@ def select_negative_proposals(mask_loss: torch.Tensor, matched: torch.Tensor, to
 
 @register_matcher("negative_proposals")
 class NegativeProposalSelector(nn.Module):
-    """``forward(outputs, targets) -> [labels (Q,) int64]`` per image; ``targets[b]`` holds the
-    seen-class ``labels`` and ``masks`` of image b, as for the Hungarian matcher."""
+    """``forward(outputs, targets, indices=None) -> [labels (Q,) int64]`` per image; ``targets[b]``
+    holds the ``labels`` and ``masks`` of image b, as for the Hungarian matcher."""
 
     @configurable
     def __init__(self, *, matcher: HungarianMatcher, mask_cost: HungarianMatcher, top_k: int = 50):
@@ -72,17 +72,35 @@ class NegativeProposalSelector(nn.Module):
             "matcher": HungarianMatcher(cfg),
             "mask_cost": HungarianMatcher(cost_class=0.0, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT,
                                           num_points=mf.TRAIN_NUM_POINTS),
-            "top_k": cfg.MODEL.ALIGNZEG.NEGATIVE_TOP_K,
+            "top_k": cfg.MODEL.ALIGNZEG.PBC.NEGATIVE_TOP_K,
         }
 
     @torch.no_grad()
-    def forward(self, outputs: Dict[str, torch.Tensor], targets: Sequence[Dict[str, torch.Tensor]]) -> List[torch.Tensor]:
+    def forward(self, outputs: Dict[str, torch.Tensor], targets: Sequence[Dict[str, torch.Tensor]],
+                indices: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None) -> List[torch.Tensor]:
+        """``indices``: the criterion's assignment of queries to ``targets``, reused for the
+        positives (else the wrapped matcher runs). Pseudo targets (``is_pseudo``) are neither
+        positives nor part of the mask loss matrix: only annotated seen classes count."""
         num_queries = outputs["pred_masks"].shape[1]
-        indices = self.matcher(outputs, targets)
-        mask_losses = self.mask_cost.compute_cost_matrices(outputs, targets)
+        seen_targets = [_annotated(t) for t in targets]
+        if indices is None:
+            indices = self.matcher(outputs, seen_targets)
+        else:
+            indices = [(query_idx[~t["is_pseudo"][target_idx.to(t["is_pseudo"].device)].cpu()], None)
+                       if "is_pseudo" in t else (query_idx, target_idx)
+                       for t, (query_idx, target_idx) in zip(targets, indices)]
+        mask_losses = self.mask_cost.compute_cost_matrices(outputs, seen_targets)
         labels = []
         for (query_idx, _), mask_loss in zip(indices, mask_losses):
             matched = torch.zeros(num_queries, dtype=torch.bool)
-            matched[query_idx] = True
+            matched[query_idx.cpu()] = True
             labels.append(select_negative_proposals(mask_loss, matched, self.top_k))
         return labels
+
+
+def _annotated(target: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The target dict restricted to annotated (not pseudo) targets."""
+    if "is_pseudo" not in target:
+        return target
+    keep = ~target["is_pseudo"]
+    return {"labels": target["labels"][keep], "masks": target["masks"][keep]}

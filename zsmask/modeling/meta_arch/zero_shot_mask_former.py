@@ -9,7 +9,10 @@ Parts are chosen by config through registries: backbone (detectron2), pixel deco
 transformer decoder, matcher, criterion losses; the criterion is separate from the matcher
 (Mask2Former). Optional parts: a pseudo labeler that adds targets for the unannotated pixels of
 training images (their classes join the seen ones as per-image extra classes), training-only
-auxiliary heads with their own losses, and extra random queries at inference.
+auxiliary heads with their own losses, extra random queries at inference, a proposal embedder
+that gives the queries' class embeddings instead of the decoder (AlignZeg's CLIP semantic
+decoder), and a class indicator whose flagged proposals lose their seen-class scores at
+inference (AlignZeg's Predictive Bias Correction).
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -25,14 +28,15 @@ from torch import nn
 
 from ..auxiliary_heads import build_auxiliary_heads
 from ..clip import CLIPTextImageEncoder
-from ..criterion import SetCriterion, build_criterion
-from ..heads import VocabularyClassifier
-from ..inference import semantic_inference
+from ..criterion import SetCriterion, build_criterion, configured_losses
+from ..heads import ClassIndicatorHead, VocabularyClassifier
+from ..inference import semantic_inference, suppress_seen_scores
 from ..matcher import build_matcher
 from ..pixel_decoder import build_pixel_decoder
+from ..proposal_embedder import build_proposal_embedder
 from ..pseudo_masks import PseudoMasks, build_pseudo_labeler
 from ..transformer_decoder import build_transformer_decoder
-from .vocabulary import VocabularyError, vocabulary_of_input
+from .vocabulary import VocabularyError, vocabulary_of_dataset, vocabulary_of_input
 
 __all__ = ["ZeroShotMaskFormer", "add_pseudo_targets", "draw_random_queries", "unannotated_pixels"]
 logger = logging.getLogger(__name__)
@@ -94,16 +98,26 @@ class ZeroShotMaskFormer(nn.Module):
                  sem_seg_postprocess_before_inference: bool = False,
                  pseudo_labeler: Optional[nn.Module] = None, auxiliary_heads: Sequence[nn.Module] = (),
                  ignore_value: int = 255, num_random_queries: int = 0, random_query_seed: int = 0,
-                 random_query_distribution: str = "normal"):
+                 random_query_distribution: str = "normal", proposal_embedder: Optional[nn.Module] = None,
+                 class_indicator: Optional[nn.Module] = None, bias_correction_threshold: float = 0.3,
+                 background_at_inference: bool = True):
         """Parts as named; optional ones: ``pseudo_labeler`` (training targets for unannotated
         pixels, which are ``ignore_value`` in the label), ``auxiliary_heads`` (training-only
-        losses) and ``num_random_queries`` extra queries at inference (see
-        :func:`draw_random_queries`)."""
+        losses), ``num_random_queries`` extra queries at inference (see
+        :func:`draw_random_queries`), ``proposal_embedder`` (class embeddings from the
+        backbone features and the decoder outputs), ``class_indicator`` (per-query logits
+        ``pred_indicator``; at inference queries with sigmoid > ``bias_correction_threshold``
+        lose their seen-class scores, AlignZeg Eq. 7) and ``background_at_inference`` (see
+        :meth:`VocabularyClassifier.scores`)."""
         super().__init__()
         if num_random_queries and not all(hasattr(transformer_decoder, a) for a in ("query_feat", "query_embed")):
             raise ValueError("MODEL.ZSMASK.RANDOM_QUERIES.NUM > 0 needs a transformer decoder with learned "
                              "'query_feat' / 'query_embed' embeddings")
         self.pseudo_labeler = pseudo_labeler
+        self.proposal_embedder = proposal_embedder
+        self.class_indicator = class_indicator
+        self.bias_correction_threshold = bias_correction_threshold
+        self.background_at_inference = background_at_inference
         self.auxiliary_heads = nn.ModuleList(auxiliary_heads)
         self.ignore_value = ignore_value
         self.num_random_queries = num_random_queries
@@ -127,21 +141,31 @@ class ZeroShotMaskFormer(nn.Module):
         backbone = build_backbone(cfg)
         pixel_decoder = build_pixel_decoder(cfg, backbone.output_shape())
         clip = CLIPTextImageEncoder(cfg)
+        proposal_embedder = build_proposal_embedder(cfg, query_dim=cfg.MODEL.MASK_FORMER.HIDDEN_DIM)
         transformer_decoder = build_transformer_decoder(
             cfg, in_channels=cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_dim=cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            class_embed_dim=clip.embed_dim)
-        zs = cfg.MODEL.ZSMASK
-        if zs.CLASS_SCORE == "sigmoid" and "labels" in zs.LOSSES:
+            class_embed_dim=0 if proposal_embedder is not None else clip.embed_dim)
+        zs, az = cfg.MODEL.ZSMASK, cfg.MODEL.ALIGNZEG
+        losses = configured_losses(cfg)
+        if zs.CLASS_SCORE == "sigmoid" and "labels" in losses:
             raise ValueError("MODEL.ZSMASK.CLASS_SCORE='sigmoid' has no 'no object' class, which the softmax "
                              "'labels' loss needs; use a sigmoid loss such as 'focal_labels' in MODEL.ZSMASK.LOSSES")
+        for loss, switch in (("class_indicator", "PBC"), ("background_diversity", "BDS")):
+            if loss in losses and not az[switch].ENABLED:
+                raise ValueError(f"the '{loss}' loss needs MODEL.ALIGNZEG.{switch}.ENABLED: True (which also adds it)")
         classifier = VocabularyClassifier(clip.embed_dim, zs.LOGIT_SCALE_INIT, zs.LOGIT_SCALE_MAX,
-                                          zs.LOGIT_BIAS_INIT, zs.CLASS_SCORE)
+                                          zs.LOGIT_BIAS_INIT, zs.CLASS_SCORE,
+                                          az.BDS.NUM_PROTOTYPES if az.BDS.ENABLED else 1)
         criterion = build_criterion(cfg, build_matcher(cfg))
         test_dataset = zs.DEFAULT_TEST_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
         ignore_value = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
         if cfg.DATASETS.TRAIN:
             ignore_value = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("ignore_label", ignore_value)
         return {
+            "proposal_embedder": proposal_embedder,
+            "class_indicator": ClassIndicatorHead(clip.embed_dim, clip.embed_dim) if az.PBC.ENABLED else None,
+            "bias_correction_threshold": az.PBC.THRESHOLD,
+            "background_at_inference": zs.BACKGROUND_AT_INFERENCE,
             "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
             "auxiliary_heads": build_auxiliary_heads(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, clip.embed_dim),
             "ignore_value": ignore_value,
@@ -179,13 +203,18 @@ class ZeroShotMaskFormer(nn.Module):
     def predict_queries(self, images: ImageList) -> Dict:
         """Backbone -> pixel decoder -> transformer decoder (see the decoder for the keys; the
         intermediate features are kept under ``features``, ``multi_scale_features`` and
-        ``mask_features``). At inference the random queries, if any, follow the learned ones."""
+        ``mask_features``) -> proposal embedder and class indicator (``pred_indicator`` (B, Q)
+        logits), if any. At inference the random queries, if any, follow the learned ones."""
         features = self.backbone(images.tensor)
         mask_features, multi_scale_features = self.pixel_decoder.forward_features(features)
         queries = {}
         if not self.training and self.num_random_queries > 0:
             queries = self.inference_queries()
         outputs = self.transformer_decoder(multi_scale_features, mask_features, **queries)
+        if self.proposal_embedder is not None:
+            outputs.update(self.proposal_embedder(features, outputs))
+        if self.class_indicator is not None:
+            outputs["pred_indicator"] = self.class_indicator(outputs.get("proposal_features", outputs["pred_embeddings"]))
         outputs.update(features=features, multi_scale_features=multi_scale_features, mask_features=mask_features)
         return outputs
 
@@ -234,6 +263,8 @@ class ZeroShotMaskFormer(nn.Module):
 
         for prediction in [outputs] + list(outputs.get("aux_outputs", [])):
             prediction["pred_logits"] = classify(prediction["pred_embeddings"])
+        # For losses on the classifier itself (AlignZeg's L_vir, L_reg), final prediction only.
+        outputs.update(classifier=self.classifier, text_embeddings=text)
         losses = self.criterion(outputs, targets)
         weights = dict(self.criterion.weight_dict)
         for head in self.auxiliary_heads:
@@ -271,9 +302,11 @@ class ZeroShotMaskFormer(nn.Module):
                                   align_corners=False)
         results = []
         for i, x in enumerate(batched_inputs):
-            text = self.text_embeddings(vocabulary_of_input(x, self.test_dataset))
-            cls_logits = self.classifier(outputs["pred_embeddings"][i], text)
-            class_probs = self.classifier.scores(cls_logits)
+            vocabulary = vocabulary_of_input(x, self.test_dataset)
+            cls_logits = self.classifier(outputs["pred_embeddings"][i], self.text_embeddings(vocabulary))
+            if self.class_indicator is not None:
+                cls_logits = self.correct_bias(cls_logits, outputs["pred_indicator"][i].sigmoid(), vocabulary)
+            class_probs = self.classifier.scores(cls_logits, self.background_at_inference)
             image_size = images.image_sizes[i]
             height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
             masks = mask_pred[i]
@@ -285,6 +318,21 @@ class ZeroShotMaskFormer(nn.Module):
                                               height, width)
             results.append({"sem_seg": sem_seg})
         return results
+
+
+    def seen_classes(self, vocabulary: Sequence[str]) -> torch.Tensor:
+        """(K,) bool: which names of ``vocabulary`` are in the training vocabulary (seen classes)."""
+        if not self.train_dataset:
+            raise VocabularyError("Predictive Bias Correction needs the seen classes: set DATASETS.TRAIN to the "
+                                  "training split (its stuff_classes are the seen vocabulary)")
+        seen = {name.strip() for name in vocabulary_of_dataset(self.train_dataset)}
+        return torch.tensor([name.strip() in seen for name in vocabulary], dtype=torch.bool, device=self.device)
+
+    def correct_bias(self, cls_logits: torch.Tensor, indicator: torch.Tensor, vocabulary: Sequence[str]) -> torch.Tensor:
+        """AlignZeg Eq. 7 on one image's logits (Q, K + 1): queries with ``indicator`` (Q,) >
+        gamma get the minimum logit at every seen class (the background column is kept)."""
+        seen = F.pad(self.seen_classes(vocabulary), (0, 1), value=False)
+        return suppress_seen_scores(cls_logits, indicator, seen, self.bias_correction_threshold)
 
 
 def add_pseudo_targets(targets: List[Dict[str, torch.Tensor]], pseudo: List[PseudoMasks],

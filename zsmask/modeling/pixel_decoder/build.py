@@ -6,10 +6,11 @@ from detectron2.utils.registry import Registry
 
 PIXEL_DECODER_REGISTRY = Registry("ZSMASK_PIXEL_DECODER")
 PIXEL_DECODER_REGISTRY.__doc__ = """
-Pixel decoders turn backbone features into a per-pixel mask embedding (stride
-``COMMON_STRIDE``) and multi-scale features for the transformer decoder. Interface:
-``forward_features(features) -> (mask_features (B, MASK_DIM, H/4, W/4),
-multi_scale_features [3 x (B, CONVS_DIM, h_i, w_i)], coarsest first)``.
+Pixel decoders turn backbone features into a per-pixel mask embedding and the feature levels
+of the transformer decoder. Interface: ``forward_features(features) -> (mask_features
+(B, MASK_DIM, h, w), multi_scale_features [L x (B, CONVS_DIM, h_i, w_i)], coarsest first)``;
+Mask2Former's decoder takes L = 3 levels and masks at stride ``COMMON_STRIDE``, AlignZeg's
+one fused level.
 """
 
 
