@@ -138,12 +138,30 @@ def test_method_configs_select_registered_parts(path):
     assert all(name in CRITERION_LOSS_REGISTRY for name in cfg.MODEL.ZSMASK.LOSSES)
     assert all(name in AUXILIARY_HEAD_REGISTRY for name in cfg.MODEL.ZSMASK.AUXILIARY_HEADS)
     assert not cfg.MODEL.ZSMASK.PSEUDO_LABELER or cfg.MODEL.ZSMASK.PSEUDO_LABELER in PSEUDO_LABELER_REGISTRY
+    from zsmask.modeling.proposal_embedder import PROPOSAL_EMBEDDER_REGISTRY
+
+    assert not cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER or cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER in PROPOSAL_EMBEDDER_REGISTRY
     assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
     assert cfg.OUTPUT_DIR.startswith("output/")
     if path.startswith("configs/toy/"):  # the toy world: toy CLIP, toy-size model, toy datasets
         assert cfg.MODEL.CLIP.MODEL_NAME == "zsmask-toy-clip" and cfg.MODEL.CLIP.PRETRAINED == "zsmask-toy"
         assert cfg.DATASETS.TRAIN == ("toy_world_train",) and cfg.DATASETS.TEST == ("toy_world_test",)
         assert not cfg.INPUT.COLOR_AUG_SSD  # colour defines the toy classes
+        return
+    if os.path.basename(path) == "alignzeg.yaml":  # AlignZeg's settings (Sec. 4.2, supplementary Sec. 1)
+        az = cfg.MODEL.ALIGNZEG
+        assert cfg.MODEL.CLIP.MODEL_NAME == "ViT-B-16" and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
+        assert (az.IMAGE_ENCODER.DIM, az.IMAGE_ENCODER.DEPTH, az.IMAGE_ENCODER.PATCH_SIZE) == (240, 8, 16)
+        assert (az.CLIP.FEATURE_LAYER, az.CLIP.DECODER_LAYERS, az.CLIP.INPUT_SCALE) == (6, 3, 0.5)
+        assert tuple(cfg.INPUT.CROP.SIZE) == (640, 640) and cfg.INPUT.MIN_SIZE_TEST == 640
+        assert all((az.MRPE.ENABLED, az.PBC.ENABLED, az.FES.ENABLED, az.BDS.ENABLED))
+        assert (az.PBC.NEGATIVE_TOP_K, az.PBC.THRESHOLD, az.FES.ALPHA) == (50, 0.3, 3.0)
+        weights = (az.PBC.WEIGHT, cfg.MODEL.MASK_FORMER.CLASS_WEIGHT, cfg.MODEL.MASK_FORMER.MASK_WEIGHT,
+                   cfg.MODEL.MASK_FORMER.DICE_WEIGHT, az.FES.WEIGHT, az.BDS.WEIGHT)
+        assert weights == (1.0, 2.0, 5.0, 5.0, 1e-2, 1e-4)  # Eq. 8
+        coco = path.startswith("configs/coco/")
+        assert az.BDS.NUM_PROTOTYPES == (20 if coco else 10) and az.CLIP.NUM_DEEP_PROMPTS == (20 if coco else 0)
+        assert not cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE
         return
     # the paper defaults: 6 encoder layers over 3 levels, 9 decoder layers, 100 queries (Split
     # Matching adds its candidate queries to them)
