@@ -17,6 +17,8 @@ from typing import List
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..registries import get_registered
+
 __all__ = ["AUXILIARY_HEAD_REGISTRY", "build_auxiliary_heads"]
 
 AUXILIARY_HEAD_REGISTRY = Registry("ZSMASK_AUXILIARY_HEAD")
@@ -27,8 +29,6 @@ def build_auxiliary_heads(cfg, in_channels: int, embed_dim: int) -> nn.ModuleLis
     """One head per name in ``MODEL.ZSMASK.AUXILIARY_HEADS`` (in that order)."""
     heads: List[nn.Module] = []
     for name in cfg.MODEL.ZSMASK.AUXILIARY_HEADS:
-        if name not in AUXILIARY_HEAD_REGISTRY:
-            registered = ", ".join(sorted(n for n, _ in AUXILIARY_HEAD_REGISTRY))
-            raise KeyError(f"Unknown auxiliary head {name!r} in MODEL.ZSMASK.AUXILIARY_HEADS; registered: {registered}")
-        heads.append(AUXILIARY_HEAD_REGISTRY.get(name)(cfg, in_channels=in_channels, embed_dim=embed_dim))
+        head = get_registered(AUXILIARY_HEAD_REGISTRY, name, "auxiliary head", "MODEL.ZSMASK.AUXILIARY_HEADS")
+        heads.append(head(cfg, in_channels=in_channels, embed_dim=embed_dim))
     return nn.ModuleList(heads)

@@ -16,6 +16,8 @@ from typing import Optional
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..registries import get_registered
+
 __all__ = ["PROPOSAL_EMBEDDER_REGISTRY", "build_proposal_embedder"]
 
 PROPOSAL_EMBEDDER_REGISTRY = Registry("ZSMASK_PROPOSAL_EMBEDDER")
@@ -27,7 +29,5 @@ def build_proposal_embedder(cfg, query_dim: int) -> Optional[nn.Module]:
     name = cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER
     if not name:
         return None
-    if name not in PROPOSAL_EMBEDDER_REGISTRY:
-        registered = ", ".join(sorted(n for n, _ in PROPOSAL_EMBEDDER_REGISTRY))
-        raise KeyError(f"Unknown proposal embedder {name!r} in MODEL.ZSMASK.PROPOSAL_EMBEDDER; registered: {registered}")
-    return PROPOSAL_EMBEDDER_REGISTRY.get(name)(cfg, query_dim=query_dim)
+    embedder = get_registered(PROPOSAL_EMBEDDER_REGISTRY, name, "proposal embedder", "MODEL.ZSMASK.PROPOSAL_EMBEDDER")
+    return embedder(cfg, query_dim=query_dim)

@@ -27,6 +27,7 @@ from torch import nn
 
 from ...utils import cache_dir
 from ..layers import MLP
+from ..registries import get_registered
 from .generator import PseudoMaskGenerator, PseudoMasks
 
 __all__ = ["PSEUDO_LABELER_REGISTRY", "build_pseudo_labeler", "CLIPKMeansPseudoLabeler", "PseudoMaskCache",
@@ -46,10 +47,8 @@ def build_pseudo_labeler(cfg, embed_dim: int) -> Optional[nn.Module]:
     name = cfg.MODEL.ZSMASK.PSEUDO_LABELER
     if not name:
         return None
-    if name not in PSEUDO_LABELER_REGISTRY:
-        registered = ", ".join(sorted(n for n, _ in PSEUDO_LABELER_REGISTRY))
-        raise KeyError(f"Unknown pseudo labeler {name!r} in MODEL.ZSMASK.PSEUDO_LABELER; registered: {registered}")
-    return PSEUDO_LABELER_REGISTRY.get(name)(cfg, embed_dim=embed_dim)
+    labeler = get_registered(PSEUDO_LABELER_REGISTRY, name, "pseudo labeler", "MODEL.ZSMASK.PSEUDO_LABELER")
+    return labeler(cfg, embed_dim=embed_dim)
 
 
 def resolve_cache_dir(setting: str) -> str:
