@@ -99,3 +99,25 @@ def tiny_model_cfg(tmp_path, train_dataset="", test_dataset="", resnet18=False, 
             node = node[p]
         node[leaf] = value
     return cfg
+
+
+def train_on_smoke_world(tmp_path, config: str, name: str, *opts: str) -> dict:
+    """``train_net.py`` (in this process) with ``configs/toy/<config>`` on the quick start's small
+    smoke world registered as ``name`` and its CLIP: a few iterations of batch 4, then GZS3 and
+    ZS3 evaluation. Returns train_net's results; outputs go to ``tmp_path``."""
+    import runpy
+
+    from zsmask.data.toy_world import register_toy_world
+    from zsmask.toy import prepare_toy_world
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    quickstart = runpy.run_path(os.path.join(root, "tools", "quickstart.py"))
+    world, recipe = quickstart["SMOKE_WORLD"], quickstart["SMOKE_CLIP"]
+    register_toy_world(name, world)
+    prepared = prepare_toy_world(world, recipe, print_fn=lambda *_: None)
+    train_net = runpy.run_path(os.path.join(root, "train_net.py"))
+    return train_net["cli"]([
+        "--config-file", os.path.join(root, "configs", "toy", config),
+        "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path), "MODEL.CLIP.PRETRAINED", prepared["clip_weights"],
+        "SOLVER.IMS_PER_BATCH", "4", "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST", f"('{name}_test',)",
+        *opts])

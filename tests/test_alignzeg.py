@@ -3,7 +3,6 @@ BDS), Predictive Bias Correction (negative selection, L_bc, Eq. 7), the model bu
 configs and a short toy-world training and evaluation run."""
 import json
 import os
-import runpy
 
 import numpy as np
 import pytest
@@ -77,7 +76,6 @@ def test_selector_builds_from_the_config():
     assert selector.mask_cost.cost_mask == cfg.MODEL.MASK_FORMER.MASK_WEIGHT
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------ CLIP semantic decoder
@@ -459,19 +457,9 @@ def test_alignzeg_config_errors(tmp_path):
 # ------------------------------------------------------------------ toy world
 @pytest.mark.slow
 def test_train_net_runs_alignzeg_on_the_toy_world(tmp_path):
-    from zsmask.data.toy_world import register_toy_world
-    from zsmask.toy import prepare_toy_world
+    from conftest import train_on_smoke_world
 
-    quickstart = runpy.run_path(os.path.join(ROOT, "tools", "quickstart.py"))
-    world, recipe = quickstart["SMOKE_WORLD"], quickstart["SMOKE_CLIP"]
-    register_toy_world("toy_world_az_smoke", world)
-    prepared = prepare_toy_world(world, recipe, print_fn=lambda *_: None)
-    train_net = runpy.run_path(os.path.join(ROOT, "train_net.py"))
-    results = train_net["cli"]([
-        "--config-file", os.path.join(ROOT, "configs", "toy", "alignzeg.yaml"),
-        "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path), "MODEL.CLIP.PRETRAINED", prepared["clip_weights"],
-        "SOLVER.MAX_ITER", "8", "SOLVER.IMS_PER_BATCH", "4",
-        "DATASETS.TRAIN", "('toy_world_az_smoke_train',)", "DATASETS.TEST", "('toy_world_az_smoke_test',)"])
+    results = train_on_smoke_world(tmp_path, "alignzeg.yaml", "toy_world_az_smoke", "SOLVER.MAX_ITER", "8")
     gzs3 = results["toy_world_az_smoke_test"]["sem_seg"]
     for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"):
         assert np.isfinite(gzs3[key]) and 0 <= gzs3[key] <= 100

@@ -4,7 +4,6 @@ import itertools
 import json
 import math
 import os
-import runpy
 
 import numpy as np
 import pytest
@@ -27,9 +26,8 @@ from zsmask.modeling.matcher import SplitMatcher, batch_focal_class_cost, batch_
 from zsmask.modeling.meta_arch.zero_shot_mask_former import add_pseudo_targets, draw_random_queries
 from zsmask.modeling.pseudo_masks import CLIPKMeansPseudoLabeler, PseudoMaskGenerator, PseudoMasks
 
-from conftest import tiny_model_cfg
+from conftest import tiny_model_cfg, train_on_smoke_world
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SM_LOSSES = ["focal_labels", "iou_dice_masks", "candidate_cosine"]
 
 
@@ -435,20 +433,8 @@ def test_pseudo_mask_cache_reuses_identical_views_only_and_survives_damage(tmp_p
 
 # ------------------------------------------------------------------ train_net.py on the toy world
 def test_train_net_runs_split_matching_on_the_toy_world(tmp_path):
-    from zsmask.data.toy_world import register_toy_world
-    from zsmask.toy import prepare_toy_world
-
-    quickstart = runpy.run_path(os.path.join(ROOT, "tools", "quickstart.py"))
-    world, recipe = quickstart["SMOKE_WORLD"], quickstart["SMOKE_CLIP"]
-    register_toy_world("toy_world_sm_smoke", world)
-    prepared = prepare_toy_world(world, recipe, print_fn=lambda *_: None)
-    train_net = runpy.run_path(os.path.join(ROOT, "train_net.py"))
-    results = train_net["cli"]([
-        "--config-file", os.path.join(ROOT, "configs", "toy", "split_matching.yaml"),
-        "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path), "MODEL.CLIP.PRETRAINED", prepared["clip_weights"],
-        "SOLVER.MAX_ITER", "6", "SOLVER.IMS_PER_BATCH", "4",
-        "MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CACHE_DIR", str(tmp_path / "pseudo_cache"),
-        "DATASETS.TRAIN", "('toy_world_sm_smoke_train',)", "DATASETS.TEST", "('toy_world_sm_smoke_test',)"])
+    results = train_on_smoke_world(tmp_path, "split_matching.yaml", "toy_world_sm_smoke", "SOLVER.MAX_ITER", "6",
+                                   "MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CACHE_DIR", str(tmp_path / "pseudo_cache"))
     gzs3 = results["toy_world_sm_smoke_test"]["sem_seg"]
     for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"):
         assert np.isfinite(gzs3[key]) and 0 <= gzs3[key] <= 100
