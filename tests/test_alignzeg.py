@@ -469,3 +469,17 @@ def test_train_net_runs_alignzeg_on_the_toy_world(tmp_path):
     train_rows = [row for row in logged if "loss_bc" in row]
     assert train_rows and all(np.isfinite(row[k]) for row in train_rows for k in ("loss_vir", "loss_reg", "loss_ce"))
     assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_random_queries_need_learned_positional_queries(tmp_path):
+    """MRPE's queries have no positional part, so Split Matching's random queries are a config
+    error there; the MaskFormer-style baseline takes them."""
+    from detectron2.modeling import build_model
+
+    with pytest.raises(ValueError, match="RANDOM_QUERIES"):
+        build_model(_alignzeg_cfg(tmp_path, **{"MODEL.ZSMASK.RANDOM_QUERIES.NUM": 4}))
+    model = build_model(_alignzeg_cfg(tmp_path, **{"MODEL.ZSMASK.RANDOM_QUERIES.NUM": 4,
+                                                   "MODEL.ALIGNZEG.MRPE.ENABLED": False})).eval()
+    with torch.no_grad():
+        outputs = model.predict_queries(model.preprocess_images(_batch()))
+    assert outputs["pred_masks"].shape[1] == 8 + 4 and outputs["pred_indicator"].shape == (2, 12)

@@ -105,9 +105,10 @@ class MutuallyRefinedProposalDecoder(nn.Module):
         }
 
     def forward(self, multi_scale_features: List[torch.Tensor], mask_features: Optional[torch.Tensor] = None,
-                query_feat: Optional[torch.Tensor] = None) -> Dict:
+                query_feat: Optional[torch.Tensor] = None, query_embed: Optional[torch.Tensor] = None) -> Dict:
         """``multi_scale_features``: [Z_f (B, C, h, w)]; ``query_feat`` (N', hidden) optionally
-        replaces the learned queries."""
+        replaces the learned queries, and ``query_embed`` (N', hidden) their positional part
+        (baseline decoder only; MRPE's queries have none)."""
         if len(multi_scale_features) != 1:
             raise ValueError(f"MutuallyRefinedProposalDecoder takes one fused feature level, got "
                              f"{len(multi_scale_features)} (use MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME: CLIPFusionPixelDecoder)")
@@ -122,7 +123,10 @@ class MutuallyRefinedProposalDecoder(nn.Module):
             queries = self.final_refinement(queries, pixels)
         else:
             memory_pos = self.position_encoding(fused).flatten(2).permute(2, 0, 1)
-            query_pos = self.query_embed.weight[:queries.shape[1], None].expand(-1, batch, -1)
+            query_embed = self.query_embed.weight if query_embed is None else query_embed
+            if query_embed.shape[0] != queries.shape[1]:
+                raise ValueError(f"{queries.shape[1]} queries but {query_embed.shape[0]} positional embeddings")
+            query_pos = query_embed[:, None].expand(-1, batch, -1)
             output, memory = queries.transpose(0, 1), pixels.transpose(0, 1)
             for layer in self.layers:
                 output = layer(output, query_pos, memory, memory_pos, None)
