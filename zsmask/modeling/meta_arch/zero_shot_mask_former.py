@@ -150,12 +150,11 @@ class ZeroShotMaskFormer(nn.Module):
         if zs.CLASS_SCORE == "sigmoid" and "labels" in losses:
             raise ValueError("MODEL.ZSMASK.CLASS_SCORE='sigmoid' has no 'no object' class, which the softmax "
                              "'labels' loss needs; use a sigmoid loss such as 'focal_labels' in MODEL.ZSMASK.LOSSES")
-        for loss, switch in (("class_indicator", "PBC"), ("background_diversity", "BDS")):
-            if loss in losses and not az[switch].ENABLED:
-                raise ValueError(f"the '{loss}' loss needs MODEL.ALIGNZEG.{switch}.ENABLED: True (which also adds it)")
+        # A loss brings the part it trains (its switch, e.g. MODEL.ALIGNZEG.PBC.ENABLED, adds the loss).
+        bias_correction = "class_indicator" in losses
         classifier = VocabularyClassifier(clip.embed_dim, zs.LOGIT_SCALE_INIT, zs.LOGIT_SCALE_MAX,
                                           zs.LOGIT_BIAS_INIT, zs.CLASS_SCORE,
-                                          az.BDS.NUM_PROTOTYPES if az.BDS.ENABLED else 1)
+                                          az.BDS.NUM_PROTOTYPES if "background_diversity" in losses else 1)
         criterion = build_criterion(cfg, build_matcher(cfg))
         test_dataset = zs.DEFAULT_TEST_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
         ignore_value = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
@@ -163,7 +162,7 @@ class ZeroShotMaskFormer(nn.Module):
             ignore_value = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("ignore_label", ignore_value)
         return {
             "proposal_embedder": proposal_embedder,
-            "class_indicator": ClassIndicatorHead(clip.embed_dim, clip.embed_dim) if az.PBC.ENABLED else None,
+            "class_indicator": ClassIndicatorHead(clip.embed_dim, clip.embed_dim) if bias_correction else None,
             "bias_correction_threshold": az.PBC.THRESHOLD,
             "background_at_inference": zs.BACKGROUND_AT_INFERENCE,
             "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
