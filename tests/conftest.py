@@ -101,11 +101,15 @@ def tiny_model_cfg(tmp_path, train_dataset="", test_dataset="", resnet18=False, 
     return cfg
 
 
-def train_on_smoke_world(tmp_path, config: str, name: str, *opts: str) -> dict:
+def train_on_smoke_world(tmp_path, config: str, name: str, *opts: str) -> list:
     """``train_net.py`` (in this process) with ``configs/toy/<config>`` on the quick start's small
     smoke world registered as ``name`` and its CLIP: a few iterations of batch 4, then GZS3 and
-    ZS3 evaluation. Returns train_net's results; outputs go to ``tmp_path``."""
+    ZS3 evaluation, outputs in ``tmp_path``. Asserts finite GZS3 metrics in [0, 100], a ZS3
+    result and the final checkpoint; returns the logged rows of ``metrics.json``."""
+    import json
     import runpy
+
+    import numpy as np
 
     from zsmask.data.toy_world import register_toy_world
     from zsmask.toy import prepare_toy_world
@@ -116,8 +120,15 @@ def train_on_smoke_world(tmp_path, config: str, name: str, *opts: str) -> dict:
     register_toy_world(name, world)
     prepared = prepare_toy_world(world, recipe, print_fn=lambda *_: None)
     train_net = runpy.run_path(os.path.join(root, "train_net.py"))
-    return train_net["cli"]([
+    results = train_net["cli"]([
         "--config-file", os.path.join(root, "configs", "toy", config),
         "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path), "MODEL.CLIP.PRETRAINED", prepared["clip_weights"],
         "SOLVER.IMS_PER_BATCH", "4", "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST", f"('{name}_test',)",
         *opts])
+    gzs3 = results[f"{name}_test"]["sem_seg"]
+    for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"):
+        assert np.isfinite(gzs3[key]) and 0 <= gzs3[key] <= 100
+    assert f"{name}_test_zs3" in results
+    assert os.path.isfile(os.path.join(str(tmp_path), "model_final.pth"))
+    with open(os.path.join(str(tmp_path), "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]

