@@ -31,7 +31,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
 from ..clip.loader import load_clip_from_config
-from ..clip.visual_towers import run_block, tower_kind, tower_stride, vit_embed
+from ..clip.visual_towers import run_blocks, tower_kind, tower_stride, vit_embed
 
 __all__ = ["CLIPSideAdapterBackbone", "PlainViTEncoder"]
 
@@ -156,16 +156,8 @@ class CLIPSideAdapterBackbone(Backbone):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         x = F.pad(x, (0, -x.shape[-1] % self.clip_patch, 0, -x.shape[-2] % self.clip_patch))
         tokens, (h, w) = vit_embed(self, x)
-        num_tokens = tokens.shape[1]
-        z_clip = None
-        for i, block in enumerate(self.blocks):
-            if self.deep_prompts is not None:
-                prompts = self.deep_prompts[i].to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-                tokens = run_block(block, torch.cat((tokens, prompts), dim=1), self.batch_first)[:, :num_tokens]
-            else:
-                tokens = run_block(block, tokens, self.batch_first)
-            if i + 1 == self.feature_layer:
-                z_clip = tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+        tokens, tapped = run_blocks(self.blocks, tokens, self.batch_first, self.deep_prompts, taps=(self.feature_layer,))
+        z_clip = tapped[self.feature_layer][:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
         return z_clip, tokens
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ ModifiedResNet stages, MaskCLIP-style dense embeddings). Supported towers: open_
 ``VisionTransformer`` (class-token or average pooling, no attentional pooler) and
 ``ModifiedResNet``. Patch dropout is never applied (dense outputs need every patch).
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,8 @@ __all__ = [
     "vit_embed",
     "vit_forward_tokens",
     "run_block",
+    "run_blocks",
+    "vit_patch_embeddings",
     "vit_pool",
     "vit_dense_embeddings",
     "resnet_stages",
@@ -120,6 +122,37 @@ def run_block(block: nn.Module, x: torch.Tensor, batch_first: bool = True) -> to
     if not batch_first:
         return block(x.transpose(0, 1)).transpose(0, 1)
     return block(x)
+
+
+def run_blocks(blocks, tokens: torch.Tensor, batch_first: bool = True, deep_prompts: Optional[torch.Tensor] = None,
+               taps: Sequence[int] = ()) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
+    """Run ``blocks`` in order on batch-first tokens ``(B, L, width)``.
+
+    ``deep_prompts`` (len(blocks), P, width), if given, are VPT-deep prompts (Jia et al., 2022):
+    block i's prompts are appended to the tokens before it and dropped after it. Returns the
+    final tokens ``(B, L, width)`` and ``{i: tokens after block i}`` for the 1-based ``taps``.
+    """
+    if deep_prompts is not None and deep_prompts.shape[0] != len(blocks):
+        raise ValueError(f"{deep_prompts.shape[0]} sets of deep prompts for {len(blocks)} blocks")
+    num_tokens, tapped = tokens.shape[1], {}
+    for i, block in enumerate(blocks):
+        if deep_prompts is not None:
+            prompts = deep_prompts[i].to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            tokens = run_block(block, torch.cat((tokens, prompts), dim=1), batch_first)[:, :num_tokens]
+        else:
+            tokens = run_block(block, tokens, batch_first)
+        if i + 1 in taps:
+            tapped[i + 1] = tokens
+    return tokens, tapped
+
+
+def vit_patch_embeddings(visual: VisionTransformer, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+    """Patch tokens ``(B, 1 + h*w, width)`` of any block mapped to CLIP's joint space as the
+    final block's are (``ln_post`` then ``proj``, ZegCLIP / ZegOT): ``(B, D, h, w)``, unnormalised."""
+    patches = visual.ln_post(tokens[:, 1:])
+    if visual.proj is not None:
+        patches = patches @ visual.proj
+    return patches.transpose(1, 2).reshape(tokens.shape[0], -1, grid[0], grid[1])
 
 
 def vit_pool(visual: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
