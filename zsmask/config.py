@@ -71,6 +71,12 @@ def add_zsmask_config(cfg: CN) -> CN:
     # embedding instead of the transformer decoder ("" = the decoder's own; AlignZeg:
     # "CLIPSemanticDecoder").
     cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER = ""
+    # Pixel score head from zsmask's PIXEL_SCORE_HEAD_REGISTRY: a per-pixel path trained next to
+    # the query path and mixed with it at inference ("" = none; OTSeg / ZegOT:
+    # "MultiPromptSinkhornHead", options under MODEL.OTSEG).
+    cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD = ""
+    # w in sem_seg = (1 - w) * query-path scores + w * pixel-path probabilities at inference.
+    cfg.MODEL.ZSMASK.PIXEL_SCORE_WEIGHT = 0.5
     # Softmax scores at inference include the "no object" / background class (Mask2Former);
     # False: a softmax over the vocabulary alone (AlignZeg: "the background score is not used").
     cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE = True
@@ -117,6 +123,11 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.CLIP_BACKBONE.FREEZE = True
     # Feature names the backbone returns (strides 4, 8, 16, 32).
     cfg.MODEL.CLIP_BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Learnable VPT-deep prompt tokens per ViT block (OTSeg tunes CLIP's image encoder so); 0: none.
+    cfg.MODEL.CLIP_BACKBONE.NUM_DEEP_PROMPTS = 0
+    # ViT blocks (1-based) whose patch tokens are also returned in CLIP's joint space
+    # (clip_layer<i>, with the pooled clip_global) for a pixel score path (OTSeg, ZegOT).
+    cfg.MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS = []
 
     # ---------------------------------------------------------------- model: pixel decoder
     # (detectron2 already declares MODEL.SEM_SEG_HEAD; zsmask sets and extends it.)
@@ -317,6 +328,53 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.ALIGNZEG.BDS.NUM_PROTOTYPES = 10
     # lambda_4 of Eq. 8 (1e-4).
     cfg.MODEL.ALIGNZEG.BDS.WEIGHT = 1e-4
+
+    # ---------------------------------------------------------------- OTSeg / ZegOT
+    # OTSeg (Kim et al.) and ZegOT: the "MultiPromptSinkhornHead" pixel score head. It reads the
+    # CLIP embeddings of MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS (OTSeg: the last block; ZegOT's deep
+    # feature alignment: several blocks, fused by Eq. 8).
+    cfg.MODEL.OTSEG = CN()
+    # N text prompts per class (Sec. 4.1).
+    cfg.MODEL.OTSEG.PROMPTS = CN()
+    # Hand-crafted templates, one prompt each (OTSeg; N = 6 on VOC, 8 on Context / COCO-Stuff).
+    cfg.MODEL.OTSEG.PROMPTS.TEMPLATES = [
+        "a photo of a {}.", "This is a photo of a {}", "There is a {} in the scene", "There is the {} in the scene",
+        "a photo of a {} in the scene", "a photo of a small {}.", "a photo of a medium {}.", "a photo of a large {}.",
+    ]
+    # > 0: that many learnable prompts of CONTEXT_LENGTH vectors shared by all classes instead
+    # of the templates (ZegOT: N = 4, length 8).
+    cfg.MODEL.OTSEG.PROMPTS.NUM_LEARNABLE = 0
+    # Context vectors per learnable prompt.
+    cfg.MODEL.OTSEG.PROMPTS.CONTEXT_LENGTH = 8
+    # Multi-Prompt Sinkhorn (Appendix A, Algorithm 1), in the MPS path and in MPSA.
+    cfg.MODEL.OTSEG.SINKHORN = CN()
+    # Entropic regularisation epsilon (not given in the paper; 0.05 in the authors' code).
+    cfg.MODEL.OTSEG.SINKHORN.EPSILON = 0.05
+    # t_max.
+    cfg.MODEL.OTSEG.SINKHORN.MAX_ITER = 100
+    # Stop once the row marginals are within this L1 error (0: always MAX_ITER iterations).
+    cfg.MODEL.OTSEG.SINKHORN.TOL = 1e-6
+    # The MPSA decoder (Sec. 4.2 (b)).
+    cfg.MODEL.OTSEG.DECODER = CN()
+    # Layers (3 in OTSeg).
+    cfg.MODEL.OTSEG.DECODER.NUM_LAYERS = 3
+    # FFN width (0: 4 x CLIP's embedding width).
+    cfg.MODEL.OTSEG.DECODER.FFN_DIM = 0
+    # Dropout on the attention weights, residuals and FFN.
+    cfg.MODEL.OTSEG.DECODER.DROPOUT = 0.1
+    # lambda of Eq. 17 on the decoder path Y (OTSeg 0.5); the MPS score map gets 1 - lambda
+    # (ZegOT Eq. 11 gives the score map 0.8: 0.2 here).
+    cfg.MODEL.OTSEG.DECODER_WEIGHT = 0.5
+    # Losses on both paths (Eq. 18, Appendix B).
+    cfg.MODEL.OTSEG.LOSS = CN()
+    # lambda_focal.
+    cfg.MODEL.OTSEG.LOSS.FOCAL_WEIGHT = 20.0
+    # lambda_dice.
+    cfg.MODEL.OTSEG.LOSS.DICE_WEIGHT = 1.0
+    # lambda_ce (Appendix B; ZegOT Eq. 12).
+    cfg.MODEL.OTSEG.LOSS.CE_WEIGHT = 1.0
+    # gamma of the focal loss.
+    cfg.MODEL.OTSEG.LOSS.FOCAL_GAMMA = 2.0
 
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.

@@ -1,13 +1,14 @@
 """zsmask's model: one meta-architecture (``ZeroShotMaskFormer``) and its registered parts.
 
 Importing this package registers the meta-architecture, the CLIP backbone, the pixel and
-transformer decoders, the matchers, pseudo labelers, auxiliary heads and proposal embedders in their registries.
+transformer decoders, the matchers, pseudo labelers, auxiliary heads, proposal embedders and pixel score heads in their registries.
 """
 from . import (  # noqa: F401  (registration)
     auxiliary_heads,
     backbone,
     matcher,
     pixel_decoder,
+    pixel_score,
     proposal_embedder,
     pseudo_masks,
     transformer_decoder,

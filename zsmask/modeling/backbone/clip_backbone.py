@@ -14,7 +14,15 @@ bottom/right to ``size_divisibility`` if needed; output sizes are ``ceil(H / str
   whose patch size is not 8 or 16 (ViT-L-14, ViT-B-32) have their token map bilinearly
   resampled to the base stride. Channels: ``width / (b / s)`` at the finer strides ``s``,
   ``width`` at ``b`` and above.
+
+  Optional for ViTs: VPT-deep prompts (``NUM_DEEP_PROMPTS`` learnable tokens per block, appended
+  before it and dropped after it; OTSeg tunes CLIP's image encoder this way) and
+  ``EMBEDDING_LAYERS``: the patch tokens after these blocks, mapped to CLIP's joint space
+  (``ln_post`` + ``proj``), are also returned as ``clip_layer<i>`` (B, D, h, w) on the patch
+  grid, with CLIP's pooled embedding ``clip_global`` (B, D), for a pixel score path (OTSeg,
+  ZegOT). They are not pyramid levels (not in :meth:`output_shape`).
 """
+import math
 from typing import Dict, Sequence
 
 import torch
@@ -25,7 +33,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
 from ..clip.loader import load_clip_from_config
-from ..clip.visual_towers import resnet_stages, tower_kind, tower_stride, vit_forward_tokens
+from ..clip.visual_towers import (resnet_stages, run_blocks, tower_kind, tower_stride, vit_embed, vit_patch_embeddings,
+                                  vit_pool)
 
 __all__ = ["CLIPVisualBackbone", "LayerNorm2d"]
 
@@ -63,13 +72,17 @@ class CLIPVisualBackbone(Backbone):
     """CLIP visual tower returning ``out_features`` among res2..res5 at strides 4, 8, 16, 32."""
 
     @configurable
-    def __init__(self, *, visual: nn.Module, freeze: bool = True, out_features: Sequence[str] = _FEATURE_NAMES):
+    def __init__(self, *, visual: nn.Module, freeze: bool = True, out_features: Sequence[str] = _FEATURE_NAMES,
+                 num_deep_prompts: int = 0, embedding_layers: Sequence[int] = ()):
         """
         Args:
             visual: an open_clip visual tower (``load_clip(...).visual``); it may be shared with
                 a :class:`CLIPTextImageEncoder`'s model when ``freeze`` is True.
             freeze: no gradients to the tower and its norms kept in eval mode, also after ``.train()``.
             out_features: names among res2..res5 to return.
+            num_deep_prompts: learnable VPT-deep prompt tokens per block (ViT only; 0: none).
+            embedding_layers: 1-based blocks returned in the joint space (ViT only, see the
+                module docstring).
         """
         super().__init__()
         out_features = list(out_features)
@@ -96,6 +109,19 @@ class CLIPVisualBackbone(Backbone):
             for name in self._out_features:
                 if strides[name] < self.base_stride:
                     self.pyramid[name] = _upsampling_branch(dim, self.base_stride // strides[name])
+        num_blocks = len(visual.transformer.resblocks) if self.kind == "vit" else 0
+        if (num_deep_prompts or embedding_layers) and self.kind != "vit":
+            raise ValueError("MODEL.CLIP_BACKBONE.NUM_DEEP_PROMPTS / EMBEDDING_LAYERS need a CLIP ViT tower "
+                             "(e.g. ViT-B-16); this CLIP has a ResNet tower")
+        bad = [i for i in embedding_layers if not 1 <= int(i) <= num_blocks]
+        if bad or len(set(embedding_layers)) != len(embedding_layers):
+            raise ValueError(f"MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS={list(embedding_layers)} must be distinct block "
+                             f"indices in [1, {num_blocks}]")
+        self.embedding_layers = sorted(int(i) for i in embedding_layers)
+        self.deep_prompts = None
+        if num_deep_prompts > 0:
+            width = visual.transformer.width
+            self.deep_prompts = nn.Parameter(torch.randn(num_blocks, num_deep_prompts, width) / math.sqrt(width))
         self._out_feature_channels = {f: channels[f] for f in self._out_features}
         self._out_feature_strides = {f: strides[f] for f in self._out_features}
 
@@ -113,6 +139,8 @@ class CLIPVisualBackbone(Backbone):
             "visual": clip_model.visual,
             "freeze": cfg.MODEL.CLIP_BACKBONE.FREEZE,
             "out_features": list(cfg.MODEL.CLIP_BACKBONE.OUT_FEATURES),
+            "num_deep_prompts": cfg.MODEL.CLIP_BACKBONE.NUM_DEEP_PROMPTS,
+            "embedding_layers": list(cfg.MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS),
         }
 
     @property
@@ -133,30 +161,39 @@ class CLIPVisualBackbone(Backbone):
             return {f: stages[f] for f in self._out_features}
         out_size = (x.shape[-2] // self.base_stride, x.shape[-1] // self.base_stride)
         x = F.pad(x, (0, -x.shape[-1] % self.patch_size, 0, -x.shape[-2] % self.patch_size))
-        tokens, (h, w) = vit_forward_tokens(self.visual, x)
+        tokens, (h, w) = vit_embed(self.visual, x)
+        tokens, tapped = run_blocks(self.visual.transformer.resblocks, tokens,
+                                    getattr(self.visual.transformer, "batch_first", True), self.deep_prompts,
+                                    taps=self.embedding_layers)
         patches = self.visual.ln_post(tokens[:, 1:])
         grid = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)
         if (h, w) != out_size:
             grid = F.interpolate(grid, size=out_size, mode="bilinear", align_corners=False)
-        return {"vit": grid}
+        features = {"vit": grid}
+        if self.embedding_layers:
+            features.update({f"clip_layer{i}": vit_patch_embeddings(self.visual, tapped[i], (h, w))
+                             for i in self.embedding_layers})
+            features["clip_global"] = vit_pool(self.visual, tokens)
+        return features
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Normalised images ``(B, 3, H, W)`` -> ``{name: (B, C_name, ceil(H/s), ceil(W/s))}``."""
+        """Normalised images ``(B, 3, H, W)`` -> ``{name: (B, C_name, ceil(H/s), ceil(W/s))}`` (and the
+        joint-space embeddings of ``embedding_layers``, if any)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"CLIPVisualBackbone expects (B, 3, H, W) input, got {tuple(x.shape)}")
         pad_h = -x.shape[-2] % self.size_divisibility
         pad_w = -x.shape[-1] % self.size_divisibility
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        if self.freeze:
+        if self.freeze and self.deep_prompts is None:
             with torch.no_grad():
                 features = self._tower_features(x)
         else:
             features = self._tower_features(x)
         if self.kind == "resnet":
             return features
-        vit = features["vit"]
-        outputs = {}
+        vit = features.pop("vit")
+        outputs = dict(features)
         for name in self._out_features:
             stride = self._out_feature_strides[name]
             if stride < self.base_stride:

@@ -10,12 +10,16 @@ from .loader import (
     register_clip_architecture_file,
     register_pretrained_source,
 )
+from .prompt_learning import HandCraftedPrompts, LearnableContextPrompts, MultiPromptText
 from .toy_clip import TOY_CLIP_NAME, TOY_CLIP_TAG, crop_zero_shot_accuracy, toy_clip_report, toy_clip_weights
 from .templates import TEMPLATE_SETS, resolve_templates, validate_templates
 
 __all__ = [
     "CLIPTextImageEncoder",
     "ClipWeightsError",
+    "HandCraftedPrompts",
+    "LearnableContextPrompts",
+    "MultiPromptText",
     "TEMPLATE_SETS",
     "VocabularyError",
     "available_clip_architectures",

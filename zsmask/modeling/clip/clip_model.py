@@ -198,18 +198,21 @@ class CLIPTextImageEncoder(nn.Module):
             chunks.append(F.normalize(self.model.encode_text(tokens), dim=-1))
         return torch.cat(chunks, dim=0)
 
-    def encode_vocabulary(self, class_names: Sequence[str], templates: Optional[Sequence[str]] = None) -> torch.Tensor:
+    def encode_vocabulary(self, class_names: Sequence[str], templates: Optional[Sequence[str]] = None,
+                          per_template: bool = False) -> torch.Tensor:
         """Prompt-ensemble text classifier: ``(C, D)``, L2-normalised, on this module's device.
 
         Per class: each template filled with the name is encoded and L2-normalised, the mean over
         templates is L2-normalised again. With ``average_synonyms``, a name "a, b" gets the
         normalised mean of its synonyms' ensembles. ``templates`` overrides the configured ones.
-        Cached per (weights, device, dtype, class names, templates).
+        ``per_template`` keeps one embedding per template instead of their mean: ``(C, T, D)``
+        (multiple text prompts, OTSeg Sec. 4.1). Cached per (weights, device, dtype, class names,
+        templates, per_template).
         """
         names = check_class_names(class_names)
         templates = self.templates if templates is None else validate_templates(templates)
         dtype = next(self.model.parameters()).dtype
-        key = (self._weights_fingerprint(), str(self.device), dtype, names, templates)
+        key = (self._weights_fingerprint(), str(self.device), dtype, names, templates, per_template)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -219,7 +222,7 @@ class CLIPTextImageEncoder(nn.Module):
         flat = [s for group in synonyms for s in group]
         prompts = [t.format(s) for s in flat for t in templates]
         per_prompt = self.encode_prompts(prompts).view(len(flat), len(templates), -1)
-        per_synonym = F.normalize(per_prompt.mean(dim=1), dim=-1)
+        per_synonym = per_prompt if per_template else F.normalize(per_prompt.mean(dim=1), dim=-1)
         rows, start = [], 0
         for group in synonyms:
             rows.append(per_synonym[start:start + len(group)].mean(dim=0))

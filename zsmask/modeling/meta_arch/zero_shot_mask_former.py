@@ -11,8 +11,10 @@ transformer decoder, matcher, criterion losses; the criterion is separate from t
 training images (their classes join the seen ones as per-image extra classes), training-only
 auxiliary heads with their own losses, extra random queries at inference, a proposal embedder
 that gives the queries' class embeddings instead of the decoder (AlignZeg's CLIP semantic
-decoder), and a class indicator whose flagged proposals lose their seen-class scores at
-inference (AlignZeg's Predictive Bias Correction).
+decoder), a class indicator whose flagged proposals lose their seen-class scores at
+inference (AlignZeg's Predictive Bias Correction), and a pixel score head: a per-pixel path
+trained on the dense ground truth next to the query path and mixed with it at inference
+(OTSeg / ZegOT's multi-prompt Sinkhorn paths).
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -33,6 +35,7 @@ from ..heads import ClassIndicatorHead, VocabularyClassifier
 from ..inference import semantic_inference, suppress_seen_scores
 from ..matcher import build_matcher
 from ..pixel_decoder import build_pixel_decoder
+from ..pixel_score import build_pixel_score_head, dense_targets
 from ..proposal_embedder import build_proposal_embedder
 from ..pseudo_masks import PseudoMasks, build_pseudo_labeler
 from ..transformer_decoder import build_transformer_decoder
@@ -100,7 +103,8 @@ class ZeroShotMaskFormer(nn.Module):
                  ignore_value: int = 255, num_random_queries: int = 0, random_query_seed: int = 0,
                  random_query_distribution: str = "normal", proposal_embedder: Optional[nn.Module] = None,
                  class_indicator: Optional[nn.Module] = None, bias_correction_threshold: float = 0.3,
-                 background_at_inference: bool = True):
+                 background_at_inference: bool = True, pixel_score_head: Optional[nn.Module] = None,
+                 pixel_score_weight: float = 0.5):
         """Parts as named; optional ones: ``pseudo_labeler`` (training targets for unannotated
         pixels, which are ``ignore_value`` in the label), ``auxiliary_heads`` (training-only
         losses), ``num_random_queries`` extra queries at inference (see
@@ -108,11 +112,17 @@ class ZeroShotMaskFormer(nn.Module):
         backbone features and the decoder outputs), ``class_indicator`` (per-query logits
         ``pred_indicator``; at inference queries with sigmoid > ``bias_correction_threshold``
         lose their seen-class scores, AlignZeg Eq. 7) and ``background_at_inference`` (see
-        :meth:`VocabularyClassifier.scores`)."""
+        :meth:`VocabularyClassifier.scores`), ``pixel_score_head`` (see
+        :mod:`zsmask.modeling.pixel_score`; its probabilities get weight ``pixel_score_weight``
+        at inference, the query path's scores ``1 - pixel_score_weight``)."""
         super().__init__()
         if num_random_queries and not all(hasattr(transformer_decoder, a) for a in ("query_feat", "query_embed")):
             raise ValueError("MODEL.ZSMASK.RANDOM_QUERIES.NUM > 0 needs a transformer decoder with learned "
                              "'query_feat' / 'query_embed' embeddings")
+        if not 0.0 <= pixel_score_weight <= 1.0:
+            raise ValueError(f"MODEL.ZSMASK.PIXEL_SCORE_WEIGHT must be in [0, 1], got {pixel_score_weight}")
+        self.pixel_score_head = pixel_score_head
+        self.pixel_score_weight = pixel_score_weight
         self.pseudo_labeler = pseudo_labeler
         self.proposal_embedder = proposal_embedder
         self.class_indicator = class_indicator
@@ -165,6 +175,8 @@ class ZeroShotMaskFormer(nn.Module):
             "class_indicator": ClassIndicatorHead(clip.embed_dim, clip.embed_dim) if bias_correction else None,
             "bias_correction_threshold": az.PBC.THRESHOLD,
             "background_at_inference": zs.BACKGROUND_AT_INFERENCE,
+            "pixel_score_head": build_pixel_score_head(cfg, clip),
+            "pixel_score_weight": zs.PIXEL_SCORE_WEIGHT,
             "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
             "auxiliary_heads": build_auxiliary_heads(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, clip.embed_dim),
             "ignore_value": ignore_value,
@@ -249,8 +261,14 @@ class ZeroShotMaskFormer(nn.Module):
         if len(vocabularies) != 1:
             raise VocabularyError("a training batch mixes datasets with different vocabularies; their gt_classes "
                                   "index different class lists — train on datasets that share one vocabulary")
-        text = self.text_embeddings(vocabularies.pop())
+        vocabulary = vocabularies.pop()
+        text = self.text_embeddings(vocabulary)
         targets = self.prepare_targets(batched_inputs, images)
+        weights = dict(self.criterion.weight_dict)
+        pixel_losses = {}
+        if self.pixel_score_head is not None:
+            pixel_losses = self.pixel_score_losses(batched_inputs, images, outputs, targets, vocabulary)
+            weights.update(self.pixel_score_head.weight_dict)
         extra, extra_valid = None, None
         if self.pseudo_labeler is not None:
             pseudo = self.pseudo_labeler(self.clip, self.preprocess_images(batched_inputs, normalize=False).tensor,
@@ -265,11 +283,20 @@ class ZeroShotMaskFormer(nn.Module):
         # For losses on the classifier itself (AlignZeg's L_vir, L_reg), final prediction only.
         outputs.update(classifier=self.classifier, text_embeddings=text)
         losses = self.criterion(outputs, targets)
-        weights = dict(self.criterion.weight_dict)
+        losses.update(pixel_losses)
         for head in self.auxiliary_heads:
             losses.update(head(outputs, targets, classify))
             weights.update(head.weight_dict)
         return {name: value * weights[name] for name, value in losses.items() if name in weights}
+
+    def pixel_score_losses(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict,
+                           targets: List[Dict[str, torch.Tensor]], vocabulary: Tuple[str, ...]) -> Dict[str, torch.Tensor]:
+        """The pixel score head's losses on the dense ground truth of the annotated pixels."""
+        head_outputs = self.pixel_score_head(outputs["features"], self.clip, vocabulary)
+        valid = ~self.unannotated_masks(batched_inputs, images)
+        for i, (height, width) in enumerate(images.image_sizes):
+            valid[i, height:], valid[i, :, width:] = False, False
+        return self.pixel_score_head.losses(head_outputs, dense_targets(targets, len(vocabulary)), valid)
 
     def unannotated_masks(self, batched_inputs: List[Dict], images: ImageList) -> torch.Tensor:
         """(B, H', W') bool unannotated pixels (see :func:`unannotated_pixels`), padding False."""
@@ -315,6 +342,12 @@ class ZeroShotMaskFormer(nn.Module):
             else:
                 sem_seg = sem_seg_postprocess(semantic_inference(masks, cls_logits, class_probs), image_size,
                                               height, width)
+            if self.pixel_score_head is not None:
+                features = {name: value[i:i + 1] for name, value in outputs["features"].items()}
+                probs = self.pixel_score_head.probabilities(self.pixel_score_head(features, self.clip, vocabulary))
+                probs = F.interpolate(probs, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)[0]
+                probs = sem_seg_postprocess(probs, image_size, height, width)
+                sem_seg = (1.0 - self.pixel_score_weight) * sem_seg + self.pixel_score_weight * probs
             results.append({"sem_seg": sem_seg})
         return results
 
