@@ -141,6 +141,11 @@ def test_method_configs_select_registered_parts(path):
     from zsmask.modeling.proposal_embedder import PROPOSAL_EMBEDDER_REGISTRY
 
     assert not cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER or cfg.MODEL.ZSMASK.PROPOSAL_EMBEDDER in PROPOSAL_EMBEDDER_REGISTRY
+    from zsmask.modeling.pixel_score import PIXEL_SCORE_HEAD_REGISTRY
+
+    assert not cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD or cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD in PIXEL_SCORE_HEAD_REGISTRY
+    if cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD:  # OTSeg / ZegOT read CLIP ViT blocks in the joint space
+        assert cfg.MODEL.BACKBONE.NAME == "CLIPVisualBackbone" and cfg.MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS
     assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
     assert cfg.OUTPUT_DIR.startswith("output/")
     if path.startswith("configs/toy/"):  # the toy world: toy CLIP, toy-size model, toy datasets
@@ -163,6 +168,20 @@ def test_method_configs_select_registered_parts(path):
         assert az.BDS.NUM_PROTOTYPES == (20 if coco else 10) and az.CLIP.NUM_DEEP_PROMPTS == (20 if coco else 0)
         assert not cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE
         return
+    name = os.path.basename(path)
+    if name in ("otseg.yaml", "zegot.yaml"):  # OTSeg Sec. 5.2 / Appendix B, F; ZegOT Sec. 5.2
+        ot = cfg.MODEL.OTSEG
+        assert cfg.MODEL.CLIP.MODEL_NAME == "ViT-B-16" and ot.DECODER.NUM_LAYERS == 3
+        assert (ot.LOSS.FOCAL_WEIGHT, ot.LOSS.DICE_WEIGHT, ot.LOSS.CE_WEIGHT, ot.LOSS.FOCAL_GAMMA) == (20, 1, 1, 2)
+        assert tuple(cfg.INPUT.CROP.SIZE) == ((480, 480) if path.startswith("configs/pcontext/") else (512, 512))
+        if name == "otseg.yaml":
+            assert len(ot.PROMPTS.TEMPLATES) == (6 if path.startswith("configs/voc/") else 8)
+            assert ot.PROMPTS.NUM_LEARNABLE == 0 and list(cfg.MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS) == [12]
+            assert ot.DECODER_WEIGHT == 0.5 and cfg.MODEL.CLIP_BACKBONE.NUM_DEEP_PROMPTS > 0
+        else:
+            assert (ot.PROMPTS.NUM_LEARNABLE, ot.PROMPTS.CONTEXT_LENGTH) == (4, 8)
+            assert list(cfg.MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS) == [9, 10, 11, 12]  # L = 4
+            assert ot.DECODER_WEIGHT == 0.2 and cfg.MODEL.CLIP_BACKBONE.NUM_DEEP_PROMPTS == 0  # frozen CLIP
     # the paper defaults: 6 encoder layers over 3 levels, 9 decoder layers, 100 queries (Split
     # Matching adds its candidate queries to them)
     assert cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS == 6

@@ -375,6 +375,9 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.OTSEG.LOSS.CE_WEIGHT = 1.0
     # gamma of the focal loss.
     cfg.MODEL.OTSEG.LOSS.FOCAL_GAMMA = 2.0
+    # The losses see every STRIDE-th pixel of the ground truth, logits resized to that grid
+    # (1: the input's resolution, as the paper's Eq. 15).
+    cfg.MODEL.OTSEG.LOSS.STRIDE = 1
 
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.

@@ -19,7 +19,7 @@ _NORM_TYPES = (
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """AdamW (or SGD) with: backbone lr x ``SOLVER.BACKBONE_MULTIPLIER``; norm parameters at
     ``SOLVER.WEIGHT_DECAY_NORM``; embeddings (``nn.Embedding`` and parameters whose name ends in
-    ``embed`` / ``embedding`` / ``prompt``) at ``SOLVER.WEIGHT_DECAY_EMBED``; frozen parameters
+    ``embed`` / ``embedding`` / ``prompt`` / ``context``) at ``SOLVER.WEIGHT_DECAY_EMBED``; frozen parameters
     skipped; gradient clipping from ``SOLVER.CLIP_GRADIENTS`` (including ``"full_model"``)."""
     params: List[Dict[str, Any]] = []
     seen: Set[torch.nn.Parameter] = set()
@@ -35,7 +35,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
                 lr *= cfg.SOLVER.BACKBONE_MULTIPLIER
             if isinstance(module, _NORM_TYPES):
                 wd = cfg.SOLVER.WEIGHT_DECAY_NORM
-            elif isinstance(module, torch.nn.Embedding) or name.endswith(("embed", "embedding", "prompt", "prompts")):
+            elif isinstance(module, torch.nn.Embedding) or name.endswith(("embed", "embedding", "prompt", "prompts", "context")):
                 wd = cfg.SOLVER.WEIGHT_DECAY_EMBED
             params.append({"params": [p], "lr": lr, "weight_decay": wd, "name": full})
     opt = cfg.SOLVER.OPTIMIZER.upper()

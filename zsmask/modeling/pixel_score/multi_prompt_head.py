@@ -17,7 +17,8 @@ CLIP block i in the joint space, and ``clip_global`` (B, D), CLIP's image embedd
    the MPSA decoder; its last layer's MPS map is Y (B, K, h, w) logits.
 5. Ensemble (Eq. 17): sigmoid(lambda Y + (1 - lambda) Y~), lambda = ``DECODER_WEIGHT``
    (OTSeg 0.5; ZegOT's Eq. 11 weighs the score map by 0.8: lambda = 0.2).
-6. Losses (Eq. 18, Appendix B): focal + dice + CE on Y and on Y~ (weights 20, 1, 1; gamma 2).
+6. Losses (Eq. 18, Appendix B): focal + dice + CE on Y and on Y~ (weights 20, 1, 1; gamma 2),
+   at the input's resolution (or on every ``LOSS.STRIDE``-th pixel).
 """
 from typing import Dict, List, Sequence
 
@@ -59,7 +60,7 @@ class MultiPromptSinkhornHead(nn.Module):
     def __init__(self, *, prompts: MultiPromptText, embed_dim: int, embedding_layers: Sequence[int],
                  decoder: MultiPromptSinkhornDecoder, epsilon: float = 0.05, max_iter: int = 100,
                  tol: float = 1e-6, decoder_weight: float = 0.5, focal_weight: float = 20.0,
-                 dice_weight: float = 1.0, ce_weight: float = 1.0, focal_gamma: float = 2.0):
+                 dice_weight: float = 1.0, ce_weight: float = 1.0, focal_gamma: float = 2.0, loss_stride: int = 1):
         super().__init__()
         if not embedding_layers:
             raise ValueError("MultiPromptSinkhornHead needs CLIP embeddings of at least one block: set "
@@ -74,7 +75,10 @@ class MultiPromptSinkhornHead(nn.Module):
         self.decoder = decoder
         self.epsilon, self.max_iter, self.tol = epsilon, max_iter, tol
         self.decoder_weight = decoder_weight
+        if loss_stride < 1:
+            raise ValueError(f"MODEL.OTSEG.LOSS.STRIDE must be >= 1, got {loss_stride}")
         self.focal_gamma = focal_gamma
+        self.loss_stride = loss_stride
         self._loss_weights = {"focal": focal_weight, "dice": dice_weight, "ce": ce_weight}
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -101,6 +105,7 @@ class MultiPromptSinkhornHead(nn.Module):
             "dice_weight": ot.LOSS.DICE_WEIGHT,
             "ce_weight": ot.LOSS.CE_WEIGHT,
             "focal_gamma": ot.LOSS.FOCAL_GAMMA,
+            "loss_stride": ot.LOSS.STRIDE,
         }
 
     @property
@@ -149,7 +154,12 @@ class MultiPromptSinkhornHead(nn.Module):
         return self.ensemble_logits(outputs).sigmoid()
 
     def losses(self, outputs: Dict[str, torch.Tensor], targets: torch.Tensor, valid: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Eq. 18: the dense losses on Y (``decoder``) and Y~ (``score``), unweighted."""
+        """Eq. 18: the dense losses on Y (``decoder``) and Y~ (``score``), unweighted, on every
+        ``loss_stride``-th pixel of ``targets`` (B, K, H, W) and ``valid`` (B, H, W)."""
+        if self.loss_stride > 1:
+            start = self.loss_stride // 2
+            targets = targets[..., start::self.loss_stride, start::self.loss_stride]
+            valid = valid[..., start::self.loss_stride, start::self.loss_stride]
         losses = {}
         for path, key in (("decoder", "decoder_map"), ("score", "score_map")):
             for name, value in dense_segmentation_losses(outputs[key], targets, valid, self.focal_gamma).items():
