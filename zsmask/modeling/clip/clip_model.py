@@ -55,6 +55,16 @@ def split_synonyms(class_name: str) -> Tuple[str, ...]:
     return synonyms
 
 
+def mean_over_synonyms(per_synonym: torch.Tensor, synonyms: Sequence[Tuple[str, ...]]) -> torch.Tensor:
+    """Embeddings ``(S, ..., D)`` of the flattened synonyms of each name -> ``(len(synonyms), ..., D)``:
+    per name, the L2-normalised mean of its synonyms' rows (in order)."""
+    rows, start = [], 0
+    for group in synonyms:
+        rows.append(per_synonym[start:start + len(group)].mean(dim=0))
+        start += len(group)
+    return F.normalize(torch.stack(rows), dim=-1)
+
+
 class CLIPTextImageEncoder(nn.Module):
     """A frozen open_clip model giving text classifiers and dense image embeddings.
 
@@ -223,11 +233,7 @@ class CLIPTextImageEncoder(nn.Module):
         prompts = [t.format(s) for s in flat for t in templates]
         per_prompt = self.encode_prompts(prompts).view(len(flat), len(templates), -1)
         per_synonym = per_prompt if per_template else F.normalize(per_prompt.mean(dim=1), dim=-1)
-        rows, start = [], 0
-        for group in synonyms:
-            rows.append(per_synonym[start:start + len(group)].mean(dim=0))
-            start += len(group)
-        embeddings = F.normalize(torch.stack(rows), dim=-1)
+        embeddings = mean_over_synonyms(per_synonym, synonyms)
 
         self._cache[key] = embeddings
         while len(self._cache) > self.cache_size:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from .clip_model import CLIPTextImageEncoder, check_class_names, split_synonyms
+from .clip_model import CLIPTextImageEncoder, check_class_names, mean_over_synonyms, split_synonyms
 from .templates import validate_templates
 
 __all__ = ["MultiPromptText", "LearnableContextPrompts", "HandCraftedPrompts"]
@@ -68,12 +68,7 @@ class LearnableContextPrompts(nn.Module):
             return self._cache[key]
         synonyms = [split_synonyms(n) if clip.average_synonyms else (n.strip(),) for n in names]
         flat = [s for group in synonyms for s in group]
-        per_synonym = self.encode(clip, flat)  # (S, N, D)
-        rows, start = [], 0
-        for group in synonyms:
-            rows.append(per_synonym[start:start + len(group)].mean(dim=0))
-            start += len(group)
-        embeddings = F.normalize(torch.stack(rows), dim=-1)
+        embeddings = mean_over_synonyms(self.encode(clip, flat), synonyms)  # (K, N, D)
         if cacheable:
             self._cache = {key: embeddings}  # one vocabulary at a time: train and test alternate rarely
         return embeddings
