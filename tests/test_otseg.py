@@ -198,6 +198,9 @@ def test_learnable_context_equals_the_words_it_replaces_and_learns(tiny_clip):
     text.sum().backward()
     assert prompts.prompts.context.grad.abs().sum() > 0
     assert all(p.grad is None for p in tiny_clip.parameters())
+    too_long = MultiPromptText([], num_learnable=1, context_length=15, token_width=width)
+    with pytest.raises(ValueError, match="no room for the class name"):
+        too_long(tiny_clip, ["cat"])
     with torch.no_grad():  # cached at inference, recomputed once the context changes
         first = prompts(tiny_clip, ["cat", "sky"])
         assert prompts(tiny_clip, ["cat", "sky"]) is first

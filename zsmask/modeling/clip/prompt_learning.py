@@ -85,6 +85,9 @@ class LearnableContextPrompts(nn.Module):
                              f"{model.token_embedding.embedding_dim}")
         prefix = " ".join([_PLACEHOLDER] * length)
         tokens = clip._tokenize([f"{prefix} {name}." for name in names])  # (S, L)
+        if length + 3 > tokens.shape[1]:  # [SOT], a name token and [EOT] must still fit
+            raise ValueError(f"MODEL.OTSEG.PROMPTS.CONTEXT_LENGTH={length} leaves no room for the class name in "
+                             f"the text encoder's {tokens.shape[1]} tokens")
         cast_dtype = model.transformer.get_cast_dtype()
         embedded = model.token_embedding(tokens).to(cast_dtype)  # (S, L, width)
         count = len(names)
