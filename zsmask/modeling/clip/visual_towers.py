@@ -93,13 +93,7 @@ def vit_forward_tokens(
     blocks = visual.transformer.resblocks
     if skip_last_block:
         blocks = blocks[:-1]
-    batch_first = getattr(visual.transformer, "batch_first", True)
-    if not batch_first:
-        x = x.transpose(0, 1)
-    for block in blocks:
-        x = block(x)
-    if not batch_first:
-        x = x.transpose(0, 1)
+    x, _ = run_blocks(blocks, x, getattr(visual.transformer, "batch_first", True))
     return x, grid
 
 
