@@ -34,9 +34,9 @@ def multi_prompt_sinkhorn(scores: torch.Tensor, epsilon: float, max_iter: int = 
     if scores.dim() < 2:
         raise ValueError(f"MPS needs score maps (..., M pixels, N prompts), got shape {tuple(scores.shape)}")
     num_pixels, num_prompts = scores.shape[-2:]
-    result = log_sinkhorn(1.0 - scores.float(), epsilon, max_iter, tol)
-    with torch.autocast(device_type=scores.device.type, enabled=False):
-        refined = (num_pixels * num_prompts) * result.plan * scores.float()
+    scores = scores.float()
+    result = log_sinkhorn(1.0 - scores, epsilon, max_iter, tol)
+    refined = (num_pixels * num_prompts) * result.plan * scores
     return MultiPromptSinkhornResult(refined, result.plan, result.iterations)
 
 

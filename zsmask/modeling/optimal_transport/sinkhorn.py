@@ -9,8 +9,9 @@ minimises <T, C> - eps H(T) subject to T 1 = mu, T^T 1 = nu. The potentials alte
 starting from b = 0, for at most ``max_iter`` rounds; with ``tol`` the loop stops once the row
 marginals (the columns are exact after each b update) are within ``tol`` in L1 for every problem
 of the batch. The row sums of the current plan come for free from the next a update
-(mu * exp(a - a_next)), so checking costs no extra pass over the kernel. Everything runs in float32 (autocast off), so tiny eps and extreme costs neither
-overflow nor underflow into NaN; the loop is plain autograd, so the plan is differentiable.
+(mu * exp(a - a_next)), so checking costs no extra pass over the kernel. Everything runs in
+float32 (autocast off), so tiny eps and extreme costs neither overflow nor underflow into NaN;
+the loop is plain autograd, so the plan is differentiable.
 """
 import math
 from typing import NamedTuple, Optional
@@ -60,19 +61,13 @@ def log_sinkhorn(cost: torch.Tensor, epsilon: float, max_iter: int = 100, tol: O
         error = float("inf")
         for iteration in range(1, max_iter + 1):
             b = log_nu - torch.logsumexp(log_kernel + a.unsqueeze(-1), dim=-2)  # columns now exact
-            if tol is None and iteration == max_iter:
-                break
             next_a = log_mu - torch.logsumexp(log_kernel + b.unsqueeze(-2), dim=-1)
-            if tol is not None:
+            if tol is not None or iteration == max_iter:
                 # The row sums of the plan (a, b) are mu * exp(a - next_a): no extra pass needed.
                 with torch.no_grad():
                     error = (mu * ((a - next_a).exp() - 1.0).abs()).sum(-1).max().item()
-                if error <= tol or iteration == max_iter:
+                if iteration == max_iter or error <= tol:
                     break
             a = next_a
-        if tol is None:
-            with torch.no_grad():
-                rows = torch.logsumexp(log_kernel + a.unsqueeze(-1) + b.unsqueeze(-2), dim=-1).exp()
-                error = (rows - mu).abs().sum(-1).max().item()
         plan = (log_kernel + a.unsqueeze(-1) + b.unsqueeze(-2)).exp()
     return SinkhornResult(plan, iteration, error)
