@@ -1,12 +1,24 @@
-"""SAZS (Sec. 3.4) step 1: HSV conversion, the colour / position and semantic affinities and the
-Laplacian eigenvectors recovering regions planted in synthetic images and features."""
+"""SAZS: HSV conversion, the colour / position and semantic affinities (Eqs. 4-6), Laplacian
+eigenvectors and eigensegments recovering regions planted in synthetic images, the semantic
+feature sources, the fusion (Eq. 7) as a post-processor, boundary-aware training (Sec. 3.3) and a
+short toy-world run."""
 import colorsys
+import logging
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
+import torch.nn.functional as F
 
-from zsmask.modeling.inference.spectral import laplacian_eigenvectors, rgb_to_hsv, semantic_affinity, shape_affinity
+from zsmask.modeling.post_processing import (
+    EigensegmentFusion,
+    SpectralEigensegments,
+    ViTKeyFeatures,
+    fuse_segments,
+    kmeans,
+)
+from zsmask.modeling.post_processing.spectral import laplacian_eigenvectors, rgb_to_hsv, semantic_affinity, shape_affinity
 
 
 def _agreement(vector: np.ndarray, truth: np.ndarray) -> float:
@@ -52,3 +64,203 @@ def test_semantic_affinity_eigenvector_recovers_planted_features():
 def test_eigenvector_count_is_checked():
     with pytest.raises(ValueError, match="eigenvectors"):
         laplacian_eigenvectors(np.eye(4), 3)
+
+
+def test_dense_eigenvectors_agree_between_lapack_and_lanczos():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(8, 1, 1, generator=generator) + 0.3 * torch.randn(8, 33, 33, generator=generator)
+    features[:, 5:20, 8:25] += 2 * torch.randn(8, 1, 1, generator=generator)
+    affinity = semantic_affinity(features, (33, 33))  # N = 1089: Lanczos
+    lanczos = laplacian_eigenvectors(affinity, 2)
+    degree = affinity.sum(1)
+    import scipy.linalg
+    _, exact = scipy.linalg.eigh(np.diag(degree) - affinity, np.diag(degree), subset_by_index=[1, 2])
+    for k in range(2):  # the same vectors up to sign and scale
+        cosine = abs(lanczos[:, k] @ exact[:, k]) / np.linalg.norm(lanczos[:, k]) / np.linalg.norm(exact[:, k])
+        assert cosine > 0.999
+
+
+# ------------------------------------------------------------------ eigensegments and fusion
+def _planted_scene(size=96, noise=8.0, seed=0):
+    """An RGB image (3, size, size) 0-255 of three coloured rectangles on a background, with
+    Gaussian noise, and its label map (size, size): 0 background, 1-3 the rectangles."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(size, size, dtype=torch.long)
+    labels[10:50, 12:60] = 1
+    labels[55:90, 40:85] = 2
+    labels[20:40, 70:90] = 3
+    colours = torch.tensor([[60.0, 160, 60], [200, 40, 40], [40, 60, 200], [230, 200, 40]])
+    image = colours[labels].permute(2, 0, 1) + noise * torch.randn(3, size, size, generator=generator)
+    return image.clamp(0, 255), labels
+
+
+def _best_iou(segments: torch.Tensor, region: torch.Tensor) -> float:
+    return max(float((segments == k)[region].sum()) / float(((segments == k) | region).sum())
+               for k in segments.unique())
+
+
+def test_eigensegments_recover_planted_regions():
+    image, labels = _planted_scene()
+    segments = SpectralEigensegments(None, resolution=48, num_eigenvectors=5)(image, (96, 96))
+    assert segments.shape == (96, 96) and segments.dtype == torch.int64
+    for region in (1, 2, 3):  # every object is one segment, up to the 2x upsampling of the grid
+        assert _best_iou(segments, labels == region) > 0.94
+    # segments do not straddle regions (the background may split): giving every segment its
+    # majority region mislabels only a thin band along the borders
+    purity = sum(int(torch.bincount(labels[segments == k]).max()) for k in segments.unique()) / labels.numel()
+    assert purity > 0.98
+    again = SpectralEigensegments(None, resolution=48, num_eigenvectors=5)(image, (96, 96))
+    assert torch.equal(segments, again)  # a fixed start vector and k-means seed
+
+
+def test_eigensegments_use_semantic_features_where_colour_cannot_tell():
+    """Two halves of one colour that differ only in their (planted) features: Z_shape alone
+    cannot split them, Z_sem + Z_shape does."""
+    generator = torch.Generator().manual_seed(0)
+    image = torch.full((3, 64, 64), 128.0) + 4 * torch.randn(3, 64, 64, generator=generator)
+    left, right = torch.randn(2, 16, 1, 1, generator=generator)
+    features = torch.cat((left.expand(16, 16, 8), right.expand(16, 16, 8)), dim=2)  # (C, h, w), halves
+    features = features + 0.2 * torch.randn(16, 16, 16, generator=generator)
+    truth = torch.zeros(64, 64, dtype=torch.bool)
+    truth[:, 32:] = True
+    fused = SpectralEigensegments(lambda image: features, resolution=32, num_eigenvectors=1,
+                                  connected_components=False)(image, (64, 64))
+    assert max(_best_iou(fused, truth), _best_iou(fused, ~truth)) > 0.95
+    with pytest.raises(ValueError, match="affinity weights"):
+        SpectralEigensegments(None, shape_weight=0.0)
+
+
+def test_kmeans_separates_clusters_deterministically():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.cat([centre + 0.05 * torch.randn(50, 2, generator=generator)
+                        for centre in torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])])
+    centres = kmeans(points, 3)
+    assert torch.equal(centres, kmeans(points, 3))
+    assert sorted(torch.cdist(points, centres).argmin(1).bincount().tolist()) == [50, 50, 50]
+
+
+def _boundary_iou(prediction: torch.Tensor, truth: torch.Tensor, num_classes: int, width: int = 2) -> float:
+    """Mean over classes of the IoU of the pixels within ``width`` of each mask's contour (Cheng et al. 2021)."""
+    ious = []
+    for c in range(num_classes):
+        bands = []
+        for mask in ((prediction == c).numpy(), (truth == c).numpy()):
+            bands.append(mask & ~scipy.ndimage.binary_erosion(mask, iterations=width, border_value=1))
+        union = (bands[0] | bands[1]).sum()
+        if union:
+            ious.append((bands[0] & bands[1]).sum() / union)
+    return float(np.mean(ious))
+
+
+def _wobbly_prediction(labels: torch.Tensor, amplitude: int = 4, seed: int = 1) -> torch.Tensor:
+    """``labels`` resampled through a smooth random displacement of up to ``amplitude`` pixels:
+    right inside the regions, noisy along every border."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = labels.shape
+    coarse = torch.randint(-amplitude, amplitude + 1, (2, 1, 12, 12), generator=generator).float()
+    shift = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)[:, 0].round().long()
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return labels[(ys + shift[0]).clamp(0, height - 1), (xs + shift[1]).clamp(0, width - 1)]
+
+
+def test_fusion_raises_boundary_iou_and_leaves_a_perfect_prediction_unchanged():
+    image, labels = _planted_scene()
+    segments = SpectralEigensegments(None, resolution=96, num_eigenvectors=5)(image, (96, 96))
+    noisy = _wobbly_prediction(labels)
+    scores = 0.6 * F.one_hot(noisy, 4).permute(2, 0, 1).float() + 0.1 * torch.rand(4, 96, 96)
+    fused = fuse_segments(scores, segments, min_coverage=0.8)
+    before, after = _boundary_iou(noisy, labels, 4), _boundary_iou(fused.argmax(0), labels, 4)
+    assert before < 0.3 and after > before + 0.3, (before, after)
+    assert (fused.argmax(0) == labels).float().mean() > (noisy == labels).float().mean()
+    # the scores are only permuted per pixel: each pixel keeps its values
+    torch.testing.assert_close(fused.sort(0).values, scores.sort(0).values)
+    perfect = F.one_hot(labels, 4).permute(2, 0, 1).float() * 0.9 + 0.05
+    assert torch.equal(fuse_segments(perfect, segments, min_coverage=0.8), perfect)
+
+
+def test_fusion_keeps_segments_that_span_classes_unless_told_otherwise():
+    scores = F.one_hot(torch.tensor([[0, 0, 0, 1], [0, 0, 1, 1]]), 2).permute(2, 0, 1).float()
+    segments = torch.zeros(2, 4, dtype=torch.long)  # one segment over both classes (5 : 3 pixels)
+    assert torch.equal(fuse_segments(scores, segments, min_coverage=0.8), scores)
+    paper = fuse_segments(scores, segments, min_coverage=0.0)  # Eq. 7 as written: max IoU wins
+    assert torch.equal(paper.argmax(0), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="differ in size"):
+        fuse_segments(scores, torch.zeros(3, 4, dtype=torch.long))
+
+
+# ------------------------------------------------------------------ semantic feature sources
+def _save_dino_style_vit(path, architecture="vit_tiny_patch16_224"):
+    """A random-init timm ViT saved in DINO's checkpoint layout (``teacher`` / ``backbone.``)."""
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model(architecture, pretrained=False, num_classes=0, dynamic_img_size=True)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in vit.state_dict().items()}}, path)
+    return vit
+
+
+def test_vit_key_features_load_a_local_checkpoint_and_return_last_block_keys(tmp_path):
+    path = str(tmp_path / "dino_tiny.pth")
+    reference = _save_dino_style_vit(path).eval()
+    features = ViTKeyFeatures("vit_tiny_patch16_224", path, input_size=64)
+    image = torch.rand(3, 40, 64) * 255
+    keys = features(image)
+    assert keys.shape == (192, 2, 4)  # long side 64 -> 4 patches, 40 * 64 / 64 -> 32 -> 2 patches
+    x = F.interpolate(image[None], size=(32, 64), mode="bilinear", align_corners=False)
+    x = (x - features.pixel_mean) / features.pixel_std
+    with torch.no_grad():  # the keys by hand: tokens entering the last block, its norm, the k rows of qkv
+        tokens = reference.norm_pre(reference._pos_embed(reference.patch_embed(x)))
+        for block in reference.blocks[:-1]:
+            tokens = block(tokens)
+        last = reference.blocks[-1]
+        expected = F.linear(last.norm1(tokens), last.attn.qkv.weight[192:384], last.attn.qkv.bias[192:384])
+    torch.testing.assert_close(keys, expected[0, 1:].T.reshape(192, 2, 4))
+    with pytest.raises(FileNotFoundError, match="SEMANTIC_FEATURES.WEIGHTS"):
+        ViTKeyFeatures("vit_tiny_patch16_224", str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="does not fit"):
+        ViTKeyFeatures("vit_small_patch16_224", path)
+
+
+def _fusion_model(tmp_path, dataset, **overrides):
+    from detectron2.data import MetadataCatalog
+    from detectron2.modeling import build_model
+    from conftest import tiny_model_cfg
+
+    MetadataCatalog.get(dataset).set(stuff_classes=["cat", "dog", "sky"], ignore_label=255)
+    options = {"MODEL.ZSMASK.POST_PROCESSORS": ["EigensegmentFusion"], "MODEL.SAZS.SPECTRAL.RESOLUTION": 32,
+               "MODEL.SAZS.SEMANTIC_FEATURES.INPUT_SIZE": 64}
+    options.update(overrides)
+    return build_model(tiny_model_cfg(tmp_path, test_dataset=dataset, **options)).eval()
+
+
+def test_fusion_post_processor_in_the_model_falls_back_to_clip_features(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="zsmask.modeling.post_processing.semantic_features"):
+        model = _fusion_model(tmp_path, "sazs_fallback_test")
+    assert "SEMANTIC_FEATURES.WEIGHTS is empty" in caplog.text
+    (fusion,) = model.post_processors
+    assert isinstance(fusion, EigensegmentFusion)
+    assert not any("post_processors" in name for name in model.state_dict())  # no weights in checkpoints
+    image, _ = _planted_scene(size=64)
+    features = fusion.eigensegments.semantic_features(image)
+    assert features.shape == (64, 4, 4)  # the tiny CLIP: width 64, patch 16, input 64
+    inputs = [{"image": image.byte(), "height": 64, "width": 64}]
+    with torch.no_grad():
+        (fused,) = model(inputs)
+        model.post_processors = []
+        (plain,) = model(inputs)
+    segments = fusion.eigensegments(image, (64, 64))
+    torch.testing.assert_close(fused["sem_seg"], fuse_segments(plain["sem_seg"], segments, 0.8))
+
+
+def test_fusion_reads_a_configured_vit(tmp_path):
+    path = str(tmp_path / "dino_tiny.pth")
+    _save_dino_style_vit(path)
+    model = _fusion_model(tmp_path, "sazs_vit_test", **{"MODEL.SAZS.SEMANTIC_FEATURES.WEIGHTS": path,
+                                                        "MODEL.SAZS.SEMANTIC_FEATURES.VIT": "vit_tiny_patch16_224"})
+    (fusion,) = model.post_processors
+    assert isinstance(fusion.eigensegments.semantic_features, ViTKeyFeatures)
+    with torch.no_grad():
+        (result,) = model([{"image": _planted_scene(size=64)[0].byte()}])
+    assert result["sem_seg"].shape == (3, 64, 64) and torch.isfinite(result["sem_seg"]).all()
+    with pytest.raises(KeyError, match="POST_PROCESSORS"):
+        _fusion_model(tmp_path, "sazs_vit_test", **{"MODEL.ZSMASK.POST_PROCESSORS": ["NoSuchFusion"]})

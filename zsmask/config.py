@@ -77,6 +77,10 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD = ""
     # w in sem_seg = (1 - w) * query-path scores + w * pixel-path probabilities at inference.
     cfg.MODEL.ZSMASK.PIXEL_SCORE_WEIGHT = 0.5
+    # Inference post-processors from zsmask's POST_PROCESSOR_REGISTRY, applied in order to each
+    # image's (K, H, W) scores; any model can use them (SAZS: ["EigensegmentFusion"], options
+    # under MODEL.SAZS).
+    cfg.MODEL.ZSMASK.POST_PROCESSORS = []
     # Softmax scores at inference include the "no object" / background class (Mask2Former);
     # False: a softmax over the vocabulary alone (AlignZeg: "the background score is not used").
     cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE = True
@@ -378,6 +382,44 @@ def add_zsmask_config(cfg: CN) -> CN:
     # The losses see every STRIDE-th pixel of the ground truth, logits resized to that grid
     # (1: the input's resolution, as the paper's Eq. 15).
     cfg.MODEL.OTSEG.LOSS.STRIDE = 1
+
+    # ---------------------------------------------------------------- SAZS
+    # SAZS (Liu et al.): spectral eigensegments fused with the prediction at inference (the
+    # "EigensegmentFusion" post-processor) and boundary-aware training (the "BoundaryHead"
+    # auxiliary head).
+    cfg.MODEL.SAZS = CN()
+    # Eigensegments (Sec. 3.4): Laplacian eigenvectors of Z = SEMANTIC_WEIGHT * Z_sem + SHAPE_WEIGHT * Z_shape.
+    cfg.MODEL.SAZS.SPECTRAL = CN()
+    # Long side of the working grid the affinities and eigenvectors are computed on.
+    cfg.MODEL.SAZS.SPECTRAL.RESOLUTION = 64
+    # K: non-trivial eigenvectors, discretised into K + 1 clusters (Sec. 3.5: K = 5).
+    cfg.MODEL.SAZS.SPECTRAL.NUM_EIGENVECTORS = 5
+    # k of the colour / position k-nearest-neighbour graph Z_shape (Eq. 5; not given in the paper).
+    cfg.MODEL.SAZS.SPECTRAL.NUM_NEIGHBORS = 10
+    # Weight of Z_sem (Eq. 4; 0: colour / position alone, Table 6).
+    cfg.MODEL.SAZS.SPECTRAL.SEMANTIC_WEIGHT = 1.0
+    # lambda of Eq. 6 on Z_shape (not given in the paper; 0: Z_sem alone).
+    cfg.MODEL.SAZS.SPECTRAL.SHAPE_WEIGHT = 1.0
+    # Split every cluster into its connected parts.
+    cfg.MODEL.SAZS.SPECTRAL.CONNECTED_COMPONENTS = True
+    # Source of Z_sem's features: last-block keys of a frozen self-supervised ViT.
+    cfg.MODEL.SAZS.SEMANTIC_FEATURES = CN()
+    # timm architecture of the checkpoint in WEIGHTS (DINO ViT-S/16: "vit_small_patch16_224").
+    cfg.MODEL.SAZS.SEMANTIC_FEATURES.VIT = "vit_small_patch16_224"
+    # Local checkpoint of that ViT (timm or DINO layout); "": the model's CLIP visual tower
+    # (logged as a warning).
+    cfg.MODEL.SAZS.SEMANTIC_FEATURES.WEIGHTS = ""
+    # Long side the image is resized to for the ViT (rounded to its patch size).
+    cfg.MODEL.SAZS.SEMANTIC_FEATURES.INPUT_SIZE = 448
+    # Normalisation of the ViT's input, RGB 0-255 (ImageNet's, as DINO).
+    cfg.MODEL.SAZS.SEMANTIC_FEATURES.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    # Standard deviations, RGB 0-255.
+    cfg.MODEL.SAZS.SEMANTIC_FEATURES.PIXEL_STD = [58.395, 57.12, 57.375]
+    # Fusion (Eq. 7).
+    cfg.MODEL.SAZS.FUSION = CN()
+    # A segment takes its max-IoU class only when that class covers at least this fraction of
+    # it (0: the paper's rule, every segment is relabelled).
+    cfg.MODEL.SAZS.FUSION.MIN_COVERAGE = 0.8
 
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.

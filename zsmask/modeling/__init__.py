@@ -1,7 +1,8 @@
 """zsmask's model: one meta-architecture (``ZeroShotMaskFormer``) and its registered parts.
 
 Importing this package registers the meta-architecture, the CLIP backbone, the pixel and
-transformer decoders, the matchers, pseudo labelers, auxiliary heads, proposal embedders and pixel score heads in their registries.
+transformer decoders, the matchers, pseudo labelers, auxiliary heads, proposal embedders, pixel score heads and inference post-processors in their
+registries.
 """
 from . import (  # noqa: F401  (registration)
     auxiliary_heads,
@@ -9,6 +10,7 @@ from . import (  # noqa: F401  (registration)
     matcher,
     pixel_decoder,
     pixel_score,
+    post_processing,
     proposal_embedder,
     pseudo_masks,
     transformer_decoder,

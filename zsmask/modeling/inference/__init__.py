@@ -1,8 +1,5 @@
-"""Turning per-query predictions into per-pixel outputs, corrections of the scores, and the spectral
-eigensegments (SAZS) that post-process them."""
+"""Turning per-query predictions into per-pixel outputs and corrections of the scores."""
 from .bias_correction import suppress_seen_scores
 from .semantic import semantic_inference
-from .spectral import laplacian_eigenvectors, rgb_to_hsv, semantic_affinity, shape_affinity
 
-__all__ = ["laplacian_eigenvectors", "rgb_to_hsv", "semantic_affinity", "semantic_inference", "shape_affinity",
-           "suppress_seen_scores"]
+__all__ = ["semantic_inference", "suppress_seen_scores"]

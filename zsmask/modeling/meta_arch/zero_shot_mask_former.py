@@ -14,7 +14,8 @@ that gives the queries' class embeddings instead of the decoder (AlignZeg's CLIP
 decoder), a class indicator whose flagged proposals lose their seen-class scores at
 inference (AlignZeg's Predictive Bias Correction), and a pixel score head: a per-pixel path
 trained on the dense ground truth next to the query path and mixed with it at inference
-(OTSeg / ZegOT's multi-prompt Sinkhorn paths).
+(OTSeg / ZegOT's multi-prompt Sinkhorn paths). Inference post-processors refine each
+image's final scores (SAZS's eigensegment fusion).
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,6 +37,7 @@ from ..inference import semantic_inference, suppress_seen_scores
 from ..matcher import build_matcher
 from ..pixel_decoder import build_pixel_decoder
 from ..pixel_score import build_pixel_score_head, dense_targets
+from ..post_processing import build_post_processors
 from ..proposal_embedder import build_proposal_embedder
 from ..pseudo_masks import PseudoMasks, build_pseudo_labeler
 from ..transformer_decoder import build_transformer_decoder
@@ -104,7 +106,7 @@ class ZeroShotMaskFormer(nn.Module):
                  random_query_distribution: str = "normal", proposal_embedder: Optional[nn.Module] = None,
                  class_indicator: Optional[nn.Module] = None, bias_correction_threshold: float = 0.3,
                  background_at_inference: bool = True, pixel_score_head: Optional[nn.Module] = None,
-                 pixel_score_weight: float = 0.5):
+                 pixel_score_weight: float = 0.5, post_processors: Sequence = ()):
         """Parts as named; optional ones: ``pseudo_labeler`` (training targets for unannotated
         pixels, which are ``ignore_value`` in the label), ``auxiliary_heads`` (training-only
         losses), ``num_random_queries`` extra queries at inference (see
@@ -114,7 +116,9 @@ class ZeroShotMaskFormer(nn.Module):
         lose their seen-class scores, AlignZeg Eq. 7) and ``background_at_inference`` (see
         :meth:`VocabularyClassifier.scores`), ``pixel_score_head`` (see
         :mod:`zsmask.modeling.pixel_score`; its probabilities get weight ``pixel_score_weight``
-        at inference, the query path's scores ``1 - pixel_score_weight``)."""
+        at inference, the query path's scores ``1 - pixel_score_weight``), ``post_processors``
+        (callables ``(sem_seg (K, H, W), image (3, h, w) RGB 0-255) -> sem_seg`` applied in order
+        to each image's output, see :mod:`zsmask.modeling.post_processing`)."""
         super().__init__()
         if num_random_queries and not all(hasattr(transformer_decoder, a) for a in ("query_feat", "query_embed")):
             raise ValueError("MODEL.ZSMASK.RANDOM_QUERIES.NUM > 0 needs a transformer decoder with learned "
@@ -123,6 +127,7 @@ class ZeroShotMaskFormer(nn.Module):
             raise ValueError(f"MODEL.ZSMASK.PIXEL_SCORE_WEIGHT must be in [0, 1], got {pixel_score_weight}")
         self.pixel_score_head = pixel_score_head
         self.pixel_score_weight = pixel_score_weight
+        self.post_processors = list(post_processors)
         self.pseudo_labeler = pseudo_labeler
         self.proposal_embedder = proposal_embedder
         self.class_indicator = class_indicator
@@ -177,6 +182,7 @@ class ZeroShotMaskFormer(nn.Module):
             "background_at_inference": zs.BACKGROUND_AT_INFERENCE,
             "pixel_score_head": build_pixel_score_head(cfg, clip),
             "pixel_score_weight": zs.PIXEL_SCORE_WEIGHT,
+            "post_processors": build_post_processors(cfg, clip),
             "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
             "auxiliary_heads": build_auxiliary_heads(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, clip.embed_dim),
             "ignore_value": ignore_value,
@@ -348,6 +354,8 @@ class ZeroShotMaskFormer(nn.Module):
                 probs = F.interpolate(probs, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)[0]
                 probs = sem_seg_postprocess(probs, image_size, height, width)
                 sem_seg = (1.0 - self.pixel_score_weight) * sem_seg + self.pixel_score_weight * probs
+            for post_process in self.post_processors:
+                sem_seg = post_process(sem_seg, to_rgb(x["image"]))
             results.append({"sem_seg": sem_seg})
         return results
 
