@@ -146,6 +146,13 @@ def test_method_configs_select_registered_parts(path):
     assert not cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD or cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD in PIXEL_SCORE_HEAD_REGISTRY
     if cfg.MODEL.ZSMASK.PIXEL_SCORE_HEAD:  # OTSeg / ZegOT read CLIP ViT blocks in the joint space
         assert cfg.MODEL.BACKBONE.NAME == "CLIPVisualBackbone" and cfg.MODEL.CLIP_BACKBONE.EMBEDDING_LAYERS
+    from zsmask.modeling.post_processing import POST_PROCESSOR_REGISTRY
+
+    assert all(name in POST_PROCESSOR_REGISTRY for name in cfg.MODEL.ZSMASK.POST_PROCESSORS)
+    if os.path.basename(path) == "sazs.yaml":  # SAZS Secs. 3.3-3.5, 4.2: K = 5, 3 x 6 patches
+        assert "BoundaryHead" in cfg.MODEL.ZSMASK.AUXILIARY_HEADS
+        assert list(cfg.MODEL.ZSMASK.POST_PROCESSORS) == ["EigensegmentFusion"]
+        assert cfg.MODEL.SAZS.SPECTRAL.NUM_EIGENVECTORS == 5 and list(cfg.MODEL.SAZS.BOUNDARY.PATCH_GRID) == [3, 6]
     assert len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) == 3
     assert cfg.OUTPUT_DIR.startswith("output/")
     if path.startswith("configs/toy/"):  # the toy world: toy CLIP, toy-size model, toy datasets

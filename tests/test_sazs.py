@@ -264,3 +264,127 @@ def test_fusion_reads_a_configured_vit(tmp_path):
     assert result["sem_seg"].shape == (3, 64, 64) and torch.isfinite(result["sem_seg"]).all()
     with pytest.raises(KeyError, match="POST_PROCESSORS"):
         _fusion_model(tmp_path, "sazs_vit_test", **{"MODEL.ZSMASK.POST_PROCESSORS": ["NoSuchFusion"]})
+
+
+# ------------------------------------------------------------------ boundary-aware training
+def test_sobel_edges_follow_class_borders_and_skip_ignore_pixels():
+    from zsmask.modeling.auxiliary_heads import sobel_edges
+
+    labels = torch.zeros(1, 12, 12, dtype=torch.long)
+    labels[0, :, 6:] = 3            # a vertical border between columns 5 and 6
+    labels[0, 8:, :4] = -1          # an unannotated block touching class 0
+    edges, valid = sobel_edges(labels)
+    assert edges.shape == valid.shape == (1, 12, 12) and edges.dtype == torch.float32
+    assert edges[0, :, 5:7].eq(1).all() and edges[0, :, :4].sum() == 0 and edges[0, :, 8:].sum() == 0
+    # the ignore block and its 3x3 neighbours are invalid and never edges: no edge to "unknown"
+    expected_invalid = torch.zeros(12, 12, dtype=torch.bool)
+    expected_invalid[7:, :5] = True
+    assert torch.equal(~valid[0], expected_invalid) and edges[0][~valid[0]].sum() == 0
+    swapped = torch.where(labels == 3, 0, torch.where(labels == 0, 3, labels))  # label values have no order
+    assert torch.equal(sobel_edges(swapped)[0], edges)
+    assert sobel_edges(torch.full((1, 5, 5), -1))[1].sum() == 0
+
+
+def _edge_training_patches(count=48, seed=0):
+    from zsmask.modeling.auxiliary_heads import sobel_edges
+    from zsmask.modeling.auxiliary_heads.inverse_transform import edge_patches
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(count, 48, 96, dtype=torch.long)
+    for image in labels:
+        for k in range(1, 4):
+            y, x = torch.randint(0, 36, (1,), generator=generator).item(), torch.randint(0, 80, (1,), generator=generator).item()
+            h, w = torch.randint(6, 24, (2,), generator=generator).tolist()
+            image[y:y + h, x:x + w] = k
+    return edge_patches(sobel_edges(labels)[0], (3, 6), 16)
+
+
+def test_inverse_transform_network_learns_affine_warps_of_edges(tmp_path):
+    from zsmask.modeling.auxiliary_heads import load_inverse_transform, pretrain_inverse_transform, save_inverse_transform
+    from zsmask.modeling.auxiliary_heads.inverse_transform import warp_edges
+
+    patches = _edge_training_patches()
+    net, report = pretrain_inverse_transform(patches, steps=400, batch_size=64, hidden_dim=256)
+    assert report["theta_error"] < 0.75 * report["identity_error"], report
+    assert not any(p.requires_grad for p in net.parameters())
+    held = patches[patches.flatten(1).amax(1) > 0][:32]
+    shifted = warp_edges(held, torch.tensor([[1.0, 0, 0.3], [0, 1, 0.3]]).expand(32, 2, 3))
+    with torch.no_grad():  # L_shape's summand: small for matching edges, larger for shifted ones
+        assert net.distance_to_identity(held, held).mean() < net.distance_to_identity(held, shifted).mean()
+    path = str(tmp_path / "inverse_transform.pth")
+    save_inverse_transform(net, path, report)
+    loaded = load_inverse_transform(path)
+    torch.testing.assert_close(loaded(held, shifted), net(held, shifted))
+    with pytest.raises(FileNotFoundError, match="tools/train_inverse_transform.py"):
+        load_inverse_transform(str(tmp_path / "missing.pth"))
+
+
+def _boundary_batch(size=64):
+    from detectron2.structures import Instances
+
+    label = torch.full((size, size), 1, dtype=torch.long)
+    label[8:40, 16:48] = 0
+    label[48:, :16] = 255  # unannotated
+    image = torch.tensor([[220.0, 30, 30], [40, 80, 230]])[label.clamp(max=1)].permute(2, 0, 1)
+    instances = Instances((size, size))
+    instances.gt_classes = torch.tensor([0, 1])
+    instances.gt_masks = label[None] == torch.tensor([0, 1])[:, None, None]
+    return [{"image": image, "instances": instances, "height": size, "width": size}]
+
+
+@pytest.mark.parametrize("with_shape", [False, True])
+def test_boundary_head_trains_the_pixel_decoder(tmp_path, with_shape):
+    from detectron2.data import MetadataCatalog
+    from detectron2.modeling import build_model
+    from conftest import tiny_model_cfg
+
+    from zsmask.modeling.auxiliary_heads import (
+        BoundaryHead,
+        pretrain_inverse_transform,
+        save_inverse_transform,
+        sobel_edges,
+        target_label_map,
+    )
+
+    MetadataCatalog.get("sazs_boundary_train").set(stuff_classes=["cat", "sky"], ignore_label=255)
+    options = {"MODEL.ZSMASK.AUXILIARY_HEADS": ["BoundaryHead"], "MODEL.SAZS.BOUNDARY.BCE_WEIGHT": 2.0}
+    if with_shape:
+        path = str(tmp_path / "inverse_transform.pth")
+        net, report = pretrain_inverse_transform(_edge_training_patches(count=12), steps=5, hidden_dim=64)
+        save_inverse_transform(net, path, report)
+        options.update({"MODEL.SAZS.BOUNDARY.SHAPE_WEIGHT": 0.5, "MODEL.SAZS.BOUNDARY.INVERSE_TRANSFORM_WEIGHTS": path})
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg(tmp_path, train_dataset="sazs_boundary_train", **options)).train()
+    (head,) = model.auxiliary_heads
+    assert isinstance(head, BoundaryHead)
+    losses = model(_boundary_batch())
+    expected = {"loss_boundary_bce"} | ({"loss_boundary_shape"} if with_shape else set())
+    assert expected <= set(losses) and all(torch.isfinite(losses[k]) and losses[k] > 0 for k in expected)
+    sum(losses.values()).backward()
+    assert head.predictor.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.pixel_decoder.parameters())
+    if with_shape:  # the network is frozen: in eval mode, without gradients, outside the optimizer
+        assert not head.inverse_transform.training
+        assert all(p.grad is None and not p.requires_grad for p in head.inverse_transform.parameters())
+    # the weighted BCE is the head's BCE on the valid pixels times BCE_WEIGHT
+    with torch.no_grad():
+        images = model.preprocess_images(_boundary_batch())
+        outputs = model.predict_queries(images)
+        targets = model.prepare_targets(_boundary_batch(), images)
+        raw = head(outputs, targets, None)
+        labels = target_label_map(targets, (64, 64))
+        edges, valid = sobel_edges(labels)
+        logits = F.interpolate(head.edge_logits(outputs["mask_features"]), size=(64, 64), mode="bilinear",
+                               align_corners=False)[:, 0]
+        torch.testing.assert_close(raw["loss_boundary_bce"],
+                                   F.binary_cross_entropy_with_logits(logits[valid], edges[valid]))
+        assert (~valid).sum() > 16 * 16  # the ignore block and its rim are skipped
+
+
+def test_boundary_head_config_errors(tmp_path):
+    from zsmask.modeling.auxiliary_heads import BoundaryHead
+
+    with pytest.raises(ValueError, match="IN_FEATURE"):
+        BoundaryHead(in_channels=8, in_feature="res3")
+    with pytest.raises(ValueError, match="INVERSE_TRANSFORM_WEIGHTS"):
+        BoundaryHead(in_channels=8, shape_weight=1.0)

@@ -420,6 +420,22 @@ def add_zsmask_config(cfg: CN) -> CN:
     # A segment takes its max-IoU class only when that class covers at least this fraction of
     # it (0: the paper's rule, every segment is relabelled).
     cfg.MODEL.SAZS.FUSION.MIN_COVERAGE = 0.8
+    # Boundary-aware training (Sec. 3.3), enabled by listing "BoundaryHead" in
+    # MODEL.ZSMASK.AUXILIARY_HEADS.
+    cfg.MODEL.SAZS.BOUNDARY = CN()
+    # Features the boundary head reads: "mask_features" or "multi_scale_<i>" (pixel decoder).
+    cfg.MODEL.SAZS.BOUNDARY.IN_FEATURE = "mask_features"
+    # Normalisation of its 3x3 conv block ("GN", "BN", "").
+    cfg.MODEL.SAZS.BOUNDARY.NORM = "GN"
+    # lambda_2 of Eq. 3 on L_bce (not given in the paper).
+    cfg.MODEL.SAZS.BOUNDARY.BCE_WEIGHT = 1.0
+    # lambda_1 of Eq. 3 on L_shape (Eq. 2; 0: no L_shape, no network needed).
+    cfg.MODEL.SAZS.BOUNDARY.SHAPE_WEIGHT = 0.0
+    # The frozen inverse-transformation network of L_shape, trained in advance by
+    # tools/train_inverse_transform.py.
+    cfg.MODEL.SAZS.BOUNDARY.INVERSE_TRANSFORM_WEIGHTS = ""
+    # (rows, cols) of the L_shape patches (Sec. 4.2: 3 x 6).
+    cfg.MODEL.SAZS.BOUNDARY.PATCH_GRID = [3, 6]
 
     # ---------------------------------------------------------------- evaluation
     # Zero-shot evaluation options.

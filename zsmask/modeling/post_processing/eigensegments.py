@@ -84,12 +84,16 @@ class SpectralEigensegments:
 
     def affinity(self, image: torch.Tensor, size: Tuple[int, int]):
         """Z (Eq. 6) over the (h, w) = ``size`` grid: scipy sparse without Z_sem, else dense (N, N)."""
-        affinity = None
+        shape = None
         if self.shape_weight > 0:
-            affinity = self.shape_weight * shape_affinity(image.cpu(), size, self.num_neighbors)
-        if self.semantic_weight > 0:
-            semantic = self.semantic_weight * semantic_affinity(self.semantic_features(image).cpu(), size)
-            affinity = semantic if affinity is None else np.asarray(affinity + semantic)
+            shape = (self.shape_weight * shape_affinity(image.cpu(), size, self.num_neighbors)).tocoo()
+        if self.semantic_weight == 0:
+            return shape
+        affinity = semantic_affinity(self.semantic_features(image).cpu(), size)
+        if self.semantic_weight != 1:
+            affinity *= self.semantic_weight
+        if shape is not None:  # add the sparse graph in place: no dense copy of Z
+            np.add.at(affinity, (shape.row, shape.col), shape.data.astype(affinity.dtype))
         return affinity
 
     def eigenvectors(self, image: torch.Tensor) -> torch.Tensor:

@@ -58,10 +58,10 @@ def shape_affinity(image: torch.Tensor, size: tuple, num_neighbors: int = 10) ->
 
 
 def semantic_affinity(features: torch.Tensor, size: tuple) -> np.ndarray:
-    """Eq. 4 on patch features (C, h', w') resized to ``size``: dense (N, N), negatives set to 0."""
+    """Eq. 4 on patch features (C, h', w') resized to ``size``: dense float32 (N, N), negatives set to 0."""
     grid = F.interpolate(features[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    flat = F.normalize(grid.flatten(1).T, dim=-1).double()
-    return (flat @ flat.T).clamp(min=0).numpy()
+    flat = F.normalize(grid.flatten(1).T, dim=-1)
+    return (flat @ flat.T).clamp_(min=0).numpy()
 
 
 def laplacian_eigenvectors(affinity, num_vectors: int = 5) -> np.ndarray:
@@ -83,13 +83,13 @@ def laplacian_eigenvectors(affinity, num_vectors: int = 5) -> np.ndarray:
                                                     sigma=-1e-3, which="LM", v0=start)
         order = np.argsort(values)
     else:
-        affinity = np.asarray(affinity, dtype=np.float64)
-        scale = 1.0 / np.sqrt(affinity.sum(1) + 1e-8)
+        affinity = np.asarray(affinity)
+        scale = (1.0 / np.sqrt(affinity.sum(1, dtype=np.float64) + 1e-8)).astype(affinity.dtype)
         normalised = scale[:, None] * affinity * scale[None, :]
         if num_nodes <= 1000:
             values, vectors = scipy.linalg.eigh(normalised, subset_by_index=[num_nodes - num_vectors - 1, num_nodes - 1])
         else:
             values, vectors = scipy.sparse.linalg.eigsh(normalised, k=num_vectors + 1, which="LA", v0=start)
-        vectors = scale[:, None] * vectors
+        vectors = scale[:, None].astype(np.float64) * vectors
         order = np.argsort(-values)
     return vectors[:, order[1:num_vectors + 1]]
