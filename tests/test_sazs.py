@@ -388,3 +388,25 @@ def test_boundary_head_config_errors(tmp_path):
         BoundaryHead(in_channels=8, in_feature="res3")
     with pytest.raises(ValueError, match="INVERSE_TRANSFORM_WEIGHTS"):
         BoundaryHead(in_channels=8, shape_weight=1.0)
+
+
+# ------------------------------------------------------------------ toy world
+@pytest.mark.slow
+def test_train_net_runs_sazs_with_fusion_on_the_toy_world(tmp_path):
+    import math
+
+    from conftest import train_on_smoke_world
+
+    from zsmask.modeling.auxiliary_heads import pretrain_inverse_transform, save_inverse_transform
+
+    net, report = pretrain_inverse_transform(_edge_training_patches(count=12), steps=20, hidden_dim=64)
+    save_inverse_transform(net, str(tmp_path / "inverse_transform.pth"), report)
+    logged = train_on_smoke_world(  # the evaluation at the end runs with the fusion (configs/toy/sazs.yaml)
+        tmp_path, "sazs.yaml", "toy_world_sazs_smoke", "SOLVER.MAX_ITER", "6",
+        "MODEL.SAZS.BOUNDARY.SHAPE_WEIGHT", "1.0",
+        "MODEL.SAZS.BOUNDARY.INVERSE_TRANSFORM_WEIGHTS", str(tmp_path / "inverse_transform.pth"))
+    rows = [row for row in logged if "loss_boundary_bce" in row]
+    assert rows and all(math.isfinite(row[k]) and row[k] > 0 for row in rows
+                        for k in ("loss_boundary_bce", "loss_boundary_shape"))
+    with open(tmp_path / "config.yaml") as f:
+        assert "EigensegmentFusion" in f.read()

@@ -398,7 +398,9 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SAZS.SPECTRAL.NUM_NEIGHBORS = 10
     # Weight of Z_sem (Eq. 4; 0: colour / position alone, Table 6).
     cfg.MODEL.SAZS.SPECTRAL.SEMANTIC_WEIGHT = 1.0
-    # lambda of Eq. 6 on Z_shape (not given in the paper; 0: Z_sem alone).
+    # lambda of Eq. 6 on Z_shape (not given in the paper; 0: Z_sem alone). With both terms it is
+    # relative: Z_shape (k weights per pixel) is first rescaled to the total weight of the dense
+    # Z_sem (N per pixel), so lambda = 1 gives both graphs equal weight.
     cfg.MODEL.SAZS.SPECTRAL.SHAPE_WEIGHT = 1.0
     # Split every cluster into its connected parts.
     cfg.MODEL.SAZS.SPECTRAL.CONNECTED_COMPONENTS = True

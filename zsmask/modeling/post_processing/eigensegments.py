@@ -66,7 +66,8 @@ class SpectralEigensegments:
             num_eigenvectors: K.
             num_neighbors: k of the colour / position kNN graph (Eq. 5).
             semantic_weight, shape_weight: Z = semantic_weight * Z_sem + shape_weight * Z_shape
-                (Eq. 6 has 1 and lambda; 0 drops a term, Table 6).
+                (Eq. 6 has 1 and lambda; 0 drops a term, Table 6), Z_shape rescaled to Z_sem's
+                total weight when both are used (see :meth:`affinity`).
             connected_components: split every cluster into its connected parts.
         """
         if semantic_features is None or semantic_weight == 0:
@@ -83,17 +84,19 @@ class SpectralEigensegments:
         self.connected_components = connected_components
 
     def affinity(self, image: torch.Tensor, size: Tuple[int, int]):
-        """Z (Eq. 6) over the (h, w) = ``size`` grid: scipy sparse without Z_sem, else dense (N, N)."""
+        """Z (Eq. 6) over the (h, w) = ``size`` grid: scipy sparse without Z_sem, else dense (N, N)
+        float32. With both terms, Z_shape is first rescaled to Z_sem's total weight: the dense
+        graph has N weights per pixel, the kNN graph k, so a raw lambda would mean nothing."""
         shape = None
         if self.shape_weight > 0:
-            shape = (self.shape_weight * shape_affinity(image.cpu(), size, self.num_neighbors)).tocoo()
+            shape = shape_affinity(image.cpu(), size, self.num_neighbors).tocoo()
         if self.semantic_weight == 0:
-            return shape
+            return self.shape_weight * shape.tocsr()
         affinity = semantic_affinity(self.semantic_features(image).cpu(), size)
-        if self.semantic_weight != 1:
-            affinity *= self.semantic_weight
-        if shape is not None:  # add the sparse graph in place: no dense copy of Z
-            np.add.at(affinity, (shape.row, shape.col), shape.data.astype(affinity.dtype))
+        if shape is not None:  # Z_sem + lambda * balance * Z_shape, in place (no dense copy of Z)
+            balance = affinity.sum(dtype=np.float64) / max(float(shape.data.sum()), 1e-12)
+            scale = self.shape_weight / self.semantic_weight * balance
+            np.add.at(affinity, (shape.row, shape.col), (scale * shape.data).astype(affinity.dtype))
         return affinity
 
     def eigenvectors(self, image: torch.Tensor) -> torch.Tensor:

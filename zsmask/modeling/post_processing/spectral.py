@@ -8,7 +8,8 @@ At a working resolution of N = h * w pixels:
 - Z_shape(i, j) = 1 - ||X_i - X_j||_2 for the k nearest neighbours j of i in
   X = (cos h, sin h, s, v, x, y) (Eq. 5; HSV in [0, 1], x and y scaled to [0, 1]),
   clipped at 0 and symmetrised;
-- Z = Z_sem + lambda * Z_shape (Eq. 6), a sparse graph when Z_sem is absent.
+- Z = Z_sem + lambda * Z_shape (Eq. 6; assembled, with the two terms balanced, by
+  :class:`~.eigensegments.SpectralEigensegments`), a sparse graph when Z_sem is absent.
 
 The eigenvectors of the graph Laplacian L = D - Z with the K smallest non-zero eigenvalues of
 L y = lambda D y (the first, constant one is skipped) are computed by scipy's eigensolvers
