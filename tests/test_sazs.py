@@ -374,7 +374,7 @@ def test_boundary_head_trains_the_pixel_decoder(tmp_path, with_shape):
         raw = head(outputs, targets, None)
         labels = target_label_map(targets, (64, 64))
         edges, valid = sobel_edges(labels)
-        logits = F.interpolate(head.edge_logits(outputs["mask_features"]), size=(64, 64), mode="bilinear",
+        logits = F.interpolate(head.edge_logits(outputs["multi_scale_features"][1]), size=(64, 64), mode="bilinear",
                                align_corners=False)[:, 0]
         torch.testing.assert_close(raw["loss_boundary_bce"],
                                    F.binary_cross_entropy_with_logits(logits[valid], edges[valid]))

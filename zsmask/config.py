@@ -425,8 +425,9 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Boundary-aware training (Sec. 3.3), enabled by listing "BoundaryHead" in
     # MODEL.ZSMASK.AUXILIARY_HEADS.
     cfg.MODEL.SAZS.BOUNDARY = CN()
-    # Features the boundary head reads: "mask_features" or "multi_scale_<i>" (pixel decoder).
-    cfg.MODEL.SAZS.BOUNDARY.IN_FEATURE = "mask_features"
+    # Features the boundary head reads: "multi_scale_<i>" (the pixel decoder's i-th scale,
+    # coarsest first; 1: the middle one, the paper's "middle-layer features") or "mask_features".
+    cfg.MODEL.SAZS.BOUNDARY.IN_FEATURE = "multi_scale_1"
     # Normalisation of its 3x3 conv block ("GN", "BN", "").
     cfg.MODEL.SAZS.BOUNDARY.NORM = "GN"
     # lambda_2 of Eq. 3 on L_bce (not given in the paper).

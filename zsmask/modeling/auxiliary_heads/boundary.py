@@ -12,9 +12,9 @@ learns the ground truth's edges, so the features it reads become shape-aware.
   (:mod:`.inverse_transform`) regresses each pair's affine transform, and L_shape =
   mean ||theta_i - I||_F over the patches with ground-truth edges.
 
-The head reads ``MODEL.SAZS.BOUNDARY.IN_FEATURE``: ``mask_features`` (the pixel decoder's
-stride-4 map the masks are read from) or ``multi_scale_<i>`` (the decoder's i-th scale,
-coarsest first). The paper's Eq. 3 weights are ``BCE_WEIGHT`` (lambda_2) and ``SHAPE_WEIGHT``
+The head reads ``MODEL.SAZS.BOUNDARY.IN_FEATURE``: ``multi_scale_<i>`` (the pixel decoder's
+i-th scale, coarsest first; the middle one by default, the paper's "middle-layer features") or
+``mask_features`` (the stride-4 map the masks are read from). The paper's Eq. 3 weights are ``BCE_WEIGHT`` (lambda_2) and ``SHAPE_WEIGHT``
 (lambda_1).
 """
 import re
@@ -69,7 +69,7 @@ class BoundaryHead(nn.Module):
     see the module docstring. :meth:`edge_logits` alone maps features to (B, 1, h, w) logits."""
 
     @configurable
-    def __init__(self, *, in_channels: int, in_feature: str = "mask_features", norm: str = "GN",
+    def __init__(self, *, in_channels: int, in_feature: str = "multi_scale_1", norm: str = "GN",
                  bce_weight: float = 1.0, shape_weight: float = 0.0,
                  inverse_transform: Optional[InverseTransformNet] = None, patch_grid: Tuple[int, int] = (3, 6)):
         """
