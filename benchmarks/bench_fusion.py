@@ -27,7 +27,6 @@ import warnings
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -73,7 +72,7 @@ def build_model(dino_path: str, opts=()):
 
 def fusion_stages(fusion, sem_seg: torch.Tensor, image: torch.Tensor, runs: int) -> dict:
     """Seconds of each stage of ``fusion`` (an EigensegmentFusion) on one image."""
-    from zsmask.modeling.post_processing import fuse_segments, kmeans, laplacian_eigenvectors, working_size
+    from zsmask.modeling.post_processing import fuse_segments, laplacian_eigenvectors, working_size
 
     segmenter = fusion.eigensegments
     size = working_size(tuple(image.shape[-2:]), segmenter.resolution)
@@ -86,13 +85,8 @@ def fusion_stages(fusion, sem_seg: torch.Tensor, image: torch.Tensor, runs: int)
     stages["eigenvectors (K = 5)"] = _median_seconds(
         lambda: laplacian_eigenvectors(affinity, segmenter.num_eigenvectors), runs)
     vectors = segmenter.eigenvectors(image)
-
-    def discretise():
-        centres = kmeans(vectors.flatten(1).T, segmenter.num_eigenvectors + 1)
-        resized = F.interpolate(vectors[None], size=tuple(sem_seg.shape[-2:]), mode="bilinear", align_corners=False)[0]
-        return torch.cdist(resized.flatten(1).T, centres).argmin(dim=1)
-
-    stages["k-means + assignment"] = _median_seconds(discretise, runs)
+    stages["k-means + assignment"] = _median_seconds(
+        lambda: segmenter.discretise(vectors, tuple(sem_seg.shape[-2:])), runs)
     stages["eigensegments in all"] = _median_seconds(lambda: segmenter(image, tuple(sem_seg.shape[-2:])), runs)
     segments = segmenter(image, tuple(sem_seg.shape[-2:]))
     stages["Eq. 7 fusion"] = _median_seconds(lambda: fuse_segments(sem_seg, segments, fusion.min_coverage), runs)

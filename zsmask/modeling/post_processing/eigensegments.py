@@ -107,11 +107,15 @@ class SpectralEigensegments:
         vectors = (vectors - vectors.mean(1, keepdim=True)) / vectors.std(1, keepdim=True).clamp(min=1e-12)
         return vectors.reshape(-1, *size)
 
-    def __call__(self, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
-        vectors = self.eigenvectors(image)
+    def discretise(self, vectors: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
+        """Eigenvectors (K, h, w) -> (H', W') int64 cluster of every output pixel: k-means into
+        K + 1 centres on the grid, then each pixel of the resized vectors takes its nearest centre."""
         centres = kmeans(vectors.flatten(1).T, self.num_eigenvectors + 1)
         resized = F.interpolate(vectors[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
-        clusters = torch.cdist(resized.flatten(1).T, centres).argmin(dim=1).reshape(output_size)
+        return torch.cdist(resized.flatten(1).T, centres).argmin(dim=1).reshape(output_size)
+
+    def __call__(self, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
+        clusters = self.discretise(self.eigenvectors(image), output_size)
         if not self.connected_components:
             return clusters
         segments = np.zeros(tuple(output_size), dtype=np.int64)
