@@ -132,3 +132,31 @@ def train_on_smoke_world(tmp_path, config: str, name: str, *opts: str) -> list:
     assert os.path.isfile(os.path.join(str(tmp_path), "model_final.pth"))
     with open(os.path.join(str(tmp_path), "metrics.json")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def write_tiny_model_files(root, name: str, classes=("cat", "dog", "grass", "sheep"), unseen=("sheep",)):
+    """A tiny trained-model bundle on disk, as users have after training: the zero-shot split
+    ``name`` (``classes``, ``unseen`` ones held out) registered on a small folder, ``config.yaml``
+    (the :func:`tiny_model_cfg` model trained on ``<name>_train``, tested on ``<name>_test``,
+    test images resized to 64) and ``model.pth`` (its seeded initial weights, saved by
+    detectron2's checkpointer). Returns ``(config_path, weights_path)``."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    import zsmask.modeling  # noqa: F401
+    from zsmask.data import SemSegFolder, register_zero_shot_split
+
+    root = str(root)
+    labels = [np.array([[0, 1], [2, 3]], dtype=np.uint8).repeat(16, 0).repeat(16, 1)] * 2
+    folder = SemSegFolder(*write_sem_seg_folder(os.path.join(root, "data"), labels))
+    register_zero_shot_split(name, list(classes), unseen_classes=list(unseen), train=folder, test=folder)
+    cfg = tiny_model_cfg(root, train_dataset=f"{name}_train", test_dataset=f"{name}_test")
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96
+    config_path = os.path.join(root, "config.yaml")
+    with open(config_path, "w") as f:
+        f.write(cfg.dump())
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    DetectionCheckpointer(model, save_dir=root).save("model")
+    return config_path, os.path.join(root, "model.pth")

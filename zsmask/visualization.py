@@ -1,9 +1,12 @@
-"""Drawing label maps of a zero-shot dataset variant, with unseen classes marked.
+"""Drawing label maps with unseen classes marked.
 
-Used by ``demo/visualize_split.py`` (ground truth of any registered variant) and by the
-quick start (prediction beside ground truth on validation images).
+Used by ``demo/visualize_split.py`` (ground truth of any registered variant), the quick start
+(prediction beside ground truth on validation images) and ``demo/demo.py`` (predictions on the
+user's images with any vocabulary: :func:`draw_prediction`).
 """
-from typing import Optional, Sequence
+import colorsys
+import hashlib
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -11,7 +14,8 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["UNSEEN_MARK", "marked_metadata", "draw_label_map", "prediction_panel"]
+__all__ = ["UNSEEN_MARK", "class_color", "draw_label_map", "draw_legend", "draw_prediction", "marked_metadata",
+           "prediction_panel"]
 
 UNSEEN_MARK = " [unseen]"
 
@@ -57,3 +61,83 @@ def prediction_panel(image: np.ndarray, ground_truth: np.ndarray, prediction: np
     panels = [_titled(cv2.resize(p, (width, height)), t) for p, t in zip(panels, titles)]
     gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+
+
+# ------------------------------------------------------------------ predictions on the user's images
+MIN_LEGEND_WIDTH = 200
+UNSEEN_TEXT_COLOR = (200, 0, 0)
+UNSEEN_OUTLINE_COLOR = (255, 255, 255)
+
+
+def class_color(name: str) -> Tuple[int, int, int]:
+    """A bright RGB colour that depends only on ``name``: the same class has the same colour on
+    every image, video frame and run, whatever vocabulary it is part of."""
+    digest = hashlib.md5(name.strip().lower().encode("utf-8")).digest()
+    hue, saturation, value = digest[0] / 256.0, 0.55 + 0.4 * digest[1] / 255.0, 0.75 + 0.25 * digest[2] / 255.0
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+
+
+def _auto_scale(height: int, width: int, short_side: int = 384) -> float:
+    """Enlargement that brings a small image's short side to ``short_side`` (labels stay legible)."""
+    return max(1.0, short_side / max(1, min(height, width)))
+
+
+def draw_legend(entries: Sequence[Tuple[str, Tuple[int, int, int], float, bool]], height: int) -> np.ndarray:
+    """A white ``(max(height, needed), width, 3)`` uint8 panel listing ``(name, colour, pixel
+    fraction, unseen)`` rows: a swatch, the class's share of the image and its name. Unseen
+    classes are marked three ways: red text, an "[unseen]" tag and a black-framed swatch."""
+    row, top, font, size = 22, 30, cv2.FONT_HERSHEY_SIMPLEX, 0.42
+    labels = [name + (UNSEEN_MARK if unseen else "") for name, _, _, unseen in entries]
+    num_unseen = sum(1 for entry in entries if entry[3])
+    title = f"{len(entries)} classes, {num_unseen} unseen"
+    text_width = max([cv2.getTextSize(t, font, size, 1)[0][0] for t in labels + [title]] + [0])
+    panel = np.full((max(height, top + row * len(entries) + 8), max(MIN_LEGEND_WIDTH, 90 + text_width), 3), 255,
+                    dtype=np.uint8)
+    cv2.putText(panel, title, (8, 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, ((_, colour, fraction, unseen), label) in enumerate(zip(entries, labels)):
+        y = top + i * row
+        if unseen:
+            cv2.rectangle(panel, (6, y - 2), (26, y + 16), (0, 0, 0), -1)
+        cv2.rectangle(panel, (8, y), (24, y + 14), tuple(int(c) for c in colour), -1)
+        share = f"{fraction * 100:4.1f}%" if fraction >= 0.001 else "<0.1%"
+        cv2.putText(panel, share, (32, y + 12), font, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
+        cv2.putText(panel, label, (82, y + 12), font, size, UNSEEN_TEXT_COLOR if unseen else (0, 0, 0), 1, cv2.LINE_AA)
+    return panel
+
+
+def draw_prediction(image: np.ndarray, label_map: np.ndarray, class_names: Sequence[str], unseen: Sequence[bool],
+                    scale: Optional[float] = None, alpha: float = 0.5) -> np.ndarray:
+    """``[image | overlay | legend]`` as uint8 RGB for an ``(H, W, 3)`` uint8 RGB ``image`` and
+    its ``(H, W)`` ``label_map`` of indices into ``class_names``.
+
+    The overlay is detectron2's semantic-segmentation drawing (class colours from
+    :func:`class_color`, names written on the regions); regions of unseen classes are also
+    outlined in white, and the legend lists the classes present, largest first, unseen ones
+    marked. ``scale`` enlarges the canvas (default: small images to a short side of 384 px).
+    """
+    label_map = np.asarray(label_map)
+    if label_map.shape != image.shape[:2]:
+        raise ValueError(f"label map {label_map.shape} and image {image.shape[:2]} differ in size")
+    scale = _auto_scale(*image.shape[:2]) if scale is None else scale
+    colours = [class_color(name) for name in class_names]
+    names = [n + (UNSEEN_MARK if u else "") for n, u in zip(class_names, unseen)]
+    overlay = draw_label_map(image, label_map, Metadata(stuff_classes=names, stuff_colors=colours),
+                             ignore_label=-1, scale=scale)
+    out_h, out_w = overlay.shape[:2]
+    for index in np.unique(label_map):
+        if unseen[int(index)]:
+            region = cv2.resize((label_map == index).astype(np.uint8), (out_w, out_h),
+                                interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(overlay, contours, -1, UNSEEN_OUTLINE_COLOR, max(1, int(round(scale))), cv2.LINE_AA)
+    counts = np.bincount(label_map.ravel(), minlength=len(class_names))
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    entries = [(class_names[i], colours[i], counts[i] / label_map.size, bool(unseen[i])) for i in order]
+    legend = draw_legend(entries, out_h)
+    plain = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_NEAREST if scale >= 1 else cv2.INTER_AREA)
+    gap = np.full((out_h, 4, 3), 255, dtype=np.uint8)
+    canvas = np.concatenate([plain, gap, overlay], axis=1)
+    if legend.shape[0] > out_h:
+        canvas = np.concatenate([canvas, np.full((legend.shape[0] - out_h,) + canvas.shape[1:], 255, np.uint8)])
+    return np.concatenate([canvas, legend], axis=1)
+

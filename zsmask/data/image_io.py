@@ -14,7 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .splits import UNMAPPED
 
-__all__ = ["ImageReadError", "LabelFileError", "read_image", "read_sem_seg", "check_same_size"]
+__all__ = ["ImageReadError", "LabelFileError", "array_to_rgb", "pil_to_array", "read_image", "read_sem_seg",
+           "check_same_size"]
 
 
 class ImageReadError(OSError):
@@ -38,6 +39,55 @@ def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
+def pil_to_array(img: Image.Image, format: str = "RGB") -> np.ndarray:
+    """An opened PIL image as ``(H, W, 3)`` uint8 in ``format`` ("RGB" or "BGR"), converted as
+    the module docstring says (EXIF orientation applied)."""
+    if format not in ("RGB", "BGR"):
+        raise ValueError(f"image format must be 'RGB' or 'BGR', got {format!r}")
+    img = ImageOps.exif_transpose(img)
+    img.load()
+    if img.mode in _HIGH_DEPTH_MODES:
+        gray = _to_uint8(np.asarray(img), img.mode)
+        arr = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        arr = np.asarray(img.convert("RGB"))
+    if format == "BGR":
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def array_to_rgb(array: np.ndarray, format: str = "RGB") -> np.ndarray:
+    """An in-memory image as ``(H, W, 3)`` uint8 RGB.
+
+    ``array`` is ``(H, W)`` grey, ``(H, W, 1)``, ``(H, W, 3)`` in ``format`` ("RGB", or "BGR"
+    as OpenCV returns) or ``(H, W, 4)`` with alpha (dropped); uint8, uint16 (rescaled from
+    its full range), bool, or float (on [0, 1] when its maximum is at most 1, else [0, 255]).
+    """
+    if format not in ("RGB", "BGR"):
+        raise ValueError(f"image format must be 'RGB' or 'BGR', got {format!r}")
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape[:2]:
+        raise ValueError(f"expected an image array (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError("the image array holds NaN or infinite values")
+        arr = _to_uint8(arr, "F")
+    elif arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.integer) or arr.min(initial=0) < 0:
+            raise ValueError(f"expected uint8, uint16, bool or float image values, got dtype {arr.dtype}")
+        arr = _to_uint8(arr, "I")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    arr = arr[:, :, :3]
+    if format == "BGR":
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr)
+
+
 def read_image(path: str, format: str = "RGB") -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` uint8 array in ``format`` ("RGB" or "BGR").
 
@@ -48,20 +98,13 @@ def read_image(path: str, format: str = "RGB") -> np.ndarray:
         raise ValueError(f"image format must be 'RGB' or 'BGR', got {format!r}")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            if img.mode in _HIGH_DEPTH_MODES:
-                gray = _to_uint8(np.asarray(img), img.mode)
-                arr = np.repeat(gray[:, :, None], 3, axis=2)
-            else:
-                arr = np.asarray(img.convert("RGB"))
+            return pil_to_array(img, format)
     except FileNotFoundError as e:
         raise ImageReadError(f"image not found: {path}") from e
+    except IsADirectoryError as e:
+        raise ImageReadError(f"expected an image file, got a folder: {path}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from e
-    if format == "BGR":
-        arr = arr[:, :, ::-1]
-    return np.ascontiguousarray(arr)
 
 
 def read_sem_seg(path: str, label_map: Optional[np.ndarray] = None, ignore_label: int = 255) -> np.ndarray:
