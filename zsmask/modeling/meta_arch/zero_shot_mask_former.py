@@ -43,7 +43,8 @@ from ..pseudo_masks import PseudoMasks, build_pseudo_labeler
 from ..transformer_decoder import build_transformer_decoder
 from .vocabulary import VocabularyError, vocabulary_of_dataset, vocabulary_of_input
 
-__all__ = ["ZeroShotMaskFormer", "add_pseudo_targets", "draw_random_queries", "unannotated_pixels"]
+__all__ = ["ZeroShotMaskFormer", "add_pseudo_targets", "draw_random_queries", "fit_random_queries", "random_query_noise",
+           "unannotated_pixels"]
 logger = logging.getLogger(__name__)
 
 
@@ -71,19 +72,28 @@ def unannotated_pixels(record: Dict, ignore_value: int) -> torch.Tensor:
     return ~masks.bool().any(dim=0)
 
 
-def draw_random_queries(num: int, learned: torch.Tensor, seed: int, distribution: str) -> torch.Tensor:
-    """``num`` random query vectors (num, C) for learned queries ``learned`` (Q, C), drawn on the
-    CPU from ``torch.Generator().manual_seed(seed)`` (so identical on every device): "normal" is
-    N(0, 1) per dimension (``nn.Embedding``'s initialisation of the learned queries), "fitted"
-    N(mean, std) with the learned queries' per-dimension mean and standard deviation."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(num, learned.shape[1], generator=generator)
+def random_query_noise(num: int, dim: int, seed: int) -> torch.Tensor:
+    """(num, dim) N(0, 1) draws from ``torch.Generator().manual_seed(seed)`` on the CPU (so
+    identical on every device)."""
+    return torch.randn(num, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def fit_random_queries(noise: torch.Tensor, learned: torch.Tensor, distribution: str) -> torch.Tensor:
+    """Random query vectors (R, C) from ``noise`` (R, C) N(0, 1) for learned queries ``learned``
+    (Q, C): "normal" keeps N(0, 1) (``nn.Embedding``'s initialisation of the learned queries),
+    "fitted" is N(mean, std) with the learned queries' per-dimension mean and standard deviation."""
     if distribution == "fitted":
-        reference = learned.detach().float().cpu()
-        noise = reference.mean(0) + reference.std(0, unbiased=False) * noise
+        reference = learned.detach().float()
+        noise = reference.mean(0) + reference.std(0, unbiased=False) * noise.to(reference.device)
     elif distribution != "normal":
         raise ValueError(f"MODEL.ZSMASK.RANDOM_QUERIES.DISTRIBUTION must be 'normal' or 'fitted', got {distribution!r}")
     return noise.to(device=learned.device, dtype=learned.dtype)
+
+
+def draw_random_queries(num: int, learned: torch.Tensor, seed: int, distribution: str) -> torch.Tensor:
+    """``num`` random query vectors (num, C) for learned queries ``learned`` (Q, C): the noise of
+    :func:`random_query_noise` shaped by :func:`fit_random_queries`."""
+    return fit_random_queries(random_query_noise(num, learned.shape[1], seed), learned, distribution)
 
 
 @META_ARCH_REGISTRY.register()
@@ -136,11 +146,14 @@ class ZeroShotMaskFormer(nn.Module):
         self.auxiliary_heads = nn.ModuleList(auxiliary_heads)
         self.ignore_value = ignore_value
         self.num_random_queries = num_random_queries
-        self.random_query_seed = random_query_seed
         self.random_query_distribution = random_query_distribution
+        if num_random_queries:
+            fit_random_queries(torch.zeros(1, 1), torch.zeros(2, 1), random_query_distribution)  # checks the name
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
+        self.register_buffer("random_query_noise", torch.zeros(2, 0, 0), persistent=False)
+        self.random_query_seed = random_query_seed  # draws random_query_noise
         self.clip = clip
         self.classifier = classifier
         self.criterion = criterion
@@ -235,16 +248,30 @@ class ZeroShotMaskFormer(nn.Module):
         outputs.update(features=features, multi_scale_features=multi_scale_features, mask_features=mask_features)
         return outputs
 
+    @property
+    def random_query_seed(self) -> int:
+        return self._random_query_seed
+
+    @random_query_seed.setter
+    def random_query_seed(self, seed: int) -> None:
+        """Setting the seed draws the random queries' noise (2, R, C) once, not per call, so that
+        a traced model holds it as a constant."""
+        self._random_query_seed = seed
+        if self.num_random_queries:
+            noise = [random_query_noise(self.num_random_queries, getattr(self.transformer_decoder, name).weight.shape[1],
+                                        seed + offset) for offset, name in enumerate(("query_feat", "query_embed"))]
+            self.random_query_noise = torch.stack(noise).to(self.random_query_noise.device)
+
     def inference_queries(self) -> Dict[str, torch.Tensor]:
         """The learned queries followed by ``num_random_queries`` random ones (Split Matching
         Sec. 3.4): ``query_feat`` and ``query_embed``, each (Q + R, C). The content and position
-        parts are drawn from seeds ``seed`` and ``seed + 1``: the same queries on every call."""
+        parts come from seeds ``seed`` and ``seed + 1`` (:func:`draw_random_queries`): the same
+        queries on every call."""
         decoder = self.transformer_decoder
         queries = {}
-        for offset, name in enumerate(("query_feat", "query_embed")):
+        for noise, name in zip(self.random_query_noise, ("query_feat", "query_embed")):
             learned = getattr(decoder, name).weight
-            random = draw_random_queries(self.num_random_queries, learned, self.random_query_seed + offset,
-                                         self.random_query_distribution)
+            random = fit_random_queries(noise, learned, self.random_query_distribution)
             queries[name] = torch.cat((learned, random), dim=0)
         return queries
 

@@ -14,7 +14,9 @@ PyTorch path: each sampling point touches four pixels, so the whole sum is a wei
 (attention weight x bilinear weight x in-bounds flag) are computed in closed form and the sum is
 one ``embedding_bag`` call, with no per-level ``(N*M, D, Lq, P)`` intermediates. On CPU its
 backward is two sparse products (a transposed sparse-dense product for the value gradient, a
-sampled dense-dense product for the weight gradient).
+sampled dense-dense product for the weight gradient). Without gradients (inference, and
+tracing for export) it is the bare ``embedding_bag``, which TorchScript and ONNX-style
+exporters know; tracing always takes this path, never the CUDA kernel.
 """
 import logging
 import math
@@ -165,7 +167,8 @@ def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: torch.Tensor,
                                              attention_weights)
     table = value.reshape(N * S * M, D)
     weights = weights.to(value.dtype)
-    if value.device.type == "cpu":
+    needs_backward = torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad)
+    if value.device.type == "cpu" and needs_backward:
         out = _WeightedRowSum.apply(table, rows, weights)
     else:
         out = F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
@@ -260,7 +263,8 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     """
     if impl not in IMPLS:
         raise ValueError(f"unknown MSDeformAttn impl {impl!r}; choose one of {IMPLS}")
-    if impl == IMPL_PYTORCH:
+    if impl == IMPL_PYTORCH or torch.jit.is_tracing():
+        # Traced for export: plain aten ops (embedding_bag), which TorchScript serialises.
         return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
     if not value.is_cuda:
         reason = f"the tensors are on {value.device.type}, the kernel runs on {IMPL_CUDA} tensors only"
