@@ -16,7 +16,6 @@ in ``classes.json``. Images that cannot be read are reported and skipped; the ot
 processed, and the exit status is 1 when any failed.
 """
 import argparse
-import glob
 import json
 import logging
 import os
@@ -29,11 +28,11 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from zsmask.data import ImageReadError  # noqa: E402
+from zsmask.data import IMAGE_EXTENSIONS, ImageReadError, find_images, unique_output_paths  # noqa: E402
+from zsmask.engine.cli import vocabulary_arg  # noqa: E402
 from zsmask.predictor import Predictor  # noqa: E402
 from zsmask.visualization import draw_prediction  # noqa: E402
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 
 
@@ -46,32 +45,11 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--webcam", action="store_true", help="the first webcam")
     p.add_argument("--output", help="output folder (or file for one image / a video); a window when omitted "
                                     "with --webcam")
-    p.add_argument("--vocabulary", help="comma-separated class names or a text file with one per line")
+    p.add_argument("--vocabulary", type=vocabulary_arg, help="comma-separated class names or a text file with one per line")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     p.add_argument("--save-labels", action="store_true", help="also write label maps (class indices) and classes.json")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return p
-
-
-def expand_inputs(patterns):
-    """``(paths, problems)``: files as given, folders as their image files (sorted), glob patterns
-    as their matches (sorted); patterns that match nothing become problem messages."""
-    paths, problems = [], []
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            found = sorted(os.path.join(pattern, name) for name in os.listdir(pattern)
-                           if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(pattern, name)))
-            if not found:
-                problems.append(f"folder {pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            paths.extend(found)
-        elif os.path.exists(pattern):
-            paths.append(pattern)
-        else:
-            found = sorted(glob.glob(os.path.expanduser(pattern)))
-            if not found:
-                problems.append(f"no such file, folder or glob match: {pattern}")
-            paths.extend(f for f in found if os.path.isfile(f))
-    return list(dict.fromkeys(paths)), problems
 
 
 def output_paths(inputs, output: str):
@@ -81,15 +59,7 @@ def output_paths(inputs, output: str):
         if len(inputs) != 1:
             raise ValueError(f"--output {output} is a file name but there are {len(inputs)} inputs; give a folder")
         return [output]
-    taken, paths = set(), []
-    for path in inputs:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, n = stem, 1
-        while name in taken:
-            name, n = f"{stem}_{n}", n + 1
-        taken.add(name)
-        paths.append(os.path.join(output, name + ".png"))
-    return paths
+    return unique_output_paths(inputs, output)
 
 
 def save_label_map(prediction, path: str) -> None:
@@ -102,7 +72,7 @@ def save_label_map(prediction, path: str) -> None:
 
 
 def run_images(predictor: Predictor, args) -> int:
-    paths, problems = expand_inputs(args.input)
+    paths, problems = find_images(args.input)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not paths:

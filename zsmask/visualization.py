@@ -15,7 +15,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
 __all__ = ["UNSEEN_MARK", "class_color", "draw_label_map", "draw_legend", "draw_prediction", "marked_metadata",
-           "prediction_panel"]
+           "prediction_panel", "titled"]
 
 UNSEEN_MARK = " [unseen]"
 
@@ -38,7 +38,8 @@ def draw_label_map(image: np.ndarray, label: np.ndarray, metadata: Metadata, ign
     return visualizer.draw_sem_seg(label, alpha=0.5).get_image()
 
 
-def _titled(panel: np.ndarray, title: str) -> np.ndarray:
+def titled(panel: np.ndarray, title: str) -> np.ndarray:
+    """``panel`` under a white 24-pixel strip holding ``title``."""
     strip = np.full((24, panel.shape[1], 3), 255, dtype=np.uint8)
     cv2.putText(strip, title, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([strip, panel], axis=0)
@@ -58,7 +59,7 @@ def prediction_panel(image: np.ndarray, ground_truth: np.ndarray, prediction: np
     panels = [plain, draw_label_map(image, ground_truth, metadata, ignore, scale),
               draw_label_map(image, prediction, metadata, ignore, scale)]
     titles = titles or ("image", "ground truth", "prediction")
-    panels = [_titled(cv2.resize(p, (width, height)), t) for p, t in zip(panels, titles)]
+    panels = [titled(cv2.resize(p, (width, height)), t) for p, t in zip(panels, titles)]
     gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
 

@@ -15,7 +15,17 @@ from .catalog import (
     register_zero_shot_split,
 )
 from .dataset_mapper import ZeroShotSemSegDatasetMapper
-from .image_io import ImageReadError, LabelFileError, array_to_rgb, pil_to_array, read_image, read_sem_seg
+from .image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    LabelFileError,
+    array_to_rgb,
+    find_images,
+    pil_to_array,
+    read_image,
+    read_sem_seg,
+    unique_output_paths,
+)
 from .splits import SplitDefinitionError, ZeroShotSplit, vocabulary_label_map
 from .toy_world import register_toy_world
 

@@ -7,15 +7,19 @@
   vocabulary indices with a look-up table, and ids that are neither a class nor the ignore
   label are reported with the file's path.
 """
-from typing import Optional, Tuple
+import glob
+import os
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .splits import UNMAPPED
 
-__all__ = ["ImageReadError", "LabelFileError", "array_to_rgb", "pil_to_array", "read_image", "read_sem_seg",
-           "check_same_size"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "LabelFileError", "array_to_rgb", "find_images", "pil_to_array",
+           "read_image", "read_sem_seg", "check_same_size", "unique_output_paths"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
 
 class ImageReadError(OSError):
@@ -153,3 +157,40 @@ def check_same_size(image_hw: Tuple[int, int], label_hw: Tuple[int, int], image_
             f"label file {label_path} is {label_hw[0]}x{label_hw[1]} (HxW) but its image "
             f"{image_path} is {image_hw[0]}x{image_hw[1]}"
         )
+
+
+def find_images(patterns: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """The files named by command-line ``patterns`` and the problems found: a file is taken as
+    given (an unreadable one is reported when it is read), a folder gives its image files
+    (:data:`IMAGE_EXTENSIONS`, sorted, not recursive) and a glob pattern its matching files
+    (sorted). Returns ``(paths without repeats, problem messages)``; a folder without images
+    or a pattern without matches is a problem."""
+    paths, problems = [], []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(os.path.join(pattern, name) for name in os.listdir(pattern)
+                           if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(pattern, name)))
+            if not found:
+                problems.append(f"folder {pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.exists(pattern) or not glob.has_magic(pattern):
+            found = [pattern]
+        else:
+            found = sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
+            if not found:
+                problems.append(f"no file matches {pattern}")
+        paths.extend(found)
+    return list(dict.fromkeys(paths)), problems
+
+
+def unique_output_paths(inputs: Sequence[str], folder: str, extension: str = ".png") -> List[str]:
+    """``<folder>/<input name><extension>`` per input, ``_1``, ``_2`` ... added when inputs from
+    different folders share a name."""
+    taken, paths = set(), []
+    for path in inputs:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, n = stem, 1
+        while name in taken:
+            name, n = f"{stem}_{n}", n + 1
+        taken.add(name)
+        paths.append(os.path.join(folder, name + extension))
+    return paths
