@@ -212,6 +212,21 @@ def test_atomic_checkpointer_keeps_previous_checkpoint_when_save_fails(tmp_path)
     assert _leftover_temp_files(tmp_path) == []
 
 
+def test_checkpoints_of_an_older_layout_load_through_the_checkpointer(tmp_path):
+    """detectron2 drops shape-mismatched entries before load_state_dict's hooks run: the
+    one-vector "no object" embedding of older checkpoints must be converted before that."""
+    from zsmask.modeling.heads import VocabularyClassifier
+
+    model = torch.nn.Sequential()
+    model.add_module("classifier", VocabularyClassifier(8, 10.0, 100.0, 0.0, "softmax", 1))
+    old = {"classifier.logit_scale": torch.tensor(2.0), "classifier.void_embedding": torch.arange(8.0)}
+    torch.save({"model": old}, tmp_path / "old.pth")
+    result = AtomicDetectionCheckpointer(model).load(str(tmp_path / "old.pth"))
+    assert torch.equal(model.classifier.void_embedding, torch.arange(8.0)[None])
+    assert float(model.classifier.logit_scale) == 2.0
+    assert not result.get("incompatible_keys", None) or not result["incompatible_keys"].incorrect_shapes
+
+
 class _TwoLayers(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -3,7 +3,7 @@ trained models for inference."""
 from .inference import default_device, inference_config, load_inference_model
 from .launch import launch, uses_cpu_processes
 from .setup import build_config, with_zs3_variants
-from .trainer import AtomicDetectionCheckpointer, Trainer, build_train_loop, create_ddp_model
+from .trainer import AtomicDetectionCheckpointer, Trainer, build_train_loop, create_ddp_model, upgrade_checkpoint_state
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -15,6 +15,7 @@ __all__ = [
     "load_inference_model",
     "create_ddp_model",
     "launch",
+    "upgrade_checkpoint_state",
     "uses_cpu_processes",
     "with_zs3_variants",
 ]

@@ -8,12 +8,12 @@ import os
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from torch import nn
 
 from .setup import build_config
+from .trainer import AtomicDetectionCheckpointer
 
 __all__ = ["default_device", "inference_config", "load_inference_model"]
 
@@ -54,7 +54,8 @@ def load_inference_model(config: Union[str, CfgNode], weights: Optional[str] = N
                          opts: Sequence[str] = ()) -> Tuple[nn.Module, CfgNode]:
     """``(model in eval mode on its device, frozen config)``; see :func:`inference_config`.
 
-    ``MODEL.WEIGHTS`` (or ``weights``) is loaded with detectron2's checkpointer; an empty value
+    ``MODEL.WEIGHTS`` (or ``weights``) is loaded with detectron2's checkpointer (older layouts
+    converted, see :func:`~zsmask.engine.trainer.upgrade_checkpoint_state`); an empty value
     keeps the initialisation (CLIP still loads its own weights from ``MODEL.CLIP``). A weights
     path that is not a file raises FileNotFoundError naming it.
     """
@@ -65,6 +66,6 @@ def load_inference_model(config: Union[str, CfgNode], weights: Optional[str] = N
                                 "by train_net.py)")
     model = build_model(cfg)
     if path:
-        DetectionCheckpointer(model).load(path)
+        AtomicDetectionCheckpointer(model).load(path)
     model.eval()
     return model, cfg

@@ -22,7 +22,7 @@ from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
 from .. import modeling  # noqa: F401  (registers ZeroShotMaskFormer and its parts)
 
-__all__ = ["AtomicDetectionCheckpointer", "Trainer", "build_train_loop", "create_ddp_model"]
+__all__ = ["AtomicDetectionCheckpointer", "Trainer", "build_train_loop", "create_ddp_model", "upgrade_checkpoint_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,30 @@ def _atomic_write(path: str, write: Callable, mode: str) -> None:
         raise
 
 
+def upgrade_checkpoint_state(model: torch.nn.Module, state_dict: dict) -> None:
+    """Let each module that has ``upgrade_checkpoint(state_dict, prefix)`` convert its entries of
+    an older checkpoint layout in place. detectron2 drops entries whose shape differs from the
+    model's before ``load_state_dict`` (and its pre-hooks) runs, so conversions happen here."""
+    for name, module in model.named_modules():
+        upgrade = getattr(module, "upgrade_checkpoint", None)
+        if upgrade is None:
+            continue
+        prefix = f"{name}." if name else ""
+        upgrade(state_dict, prefix)
+        if prefix.startswith("module."):  # a DistributedDataParallel model; checkpoints may lack the wrapper
+            upgrade(state_dict, prefix[len("module."):])
+
+
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` whose ``<name>.pth`` and ``last_checkpoint`` files are
     replaced atomically, so a crash while saving leaves the previous checkpoint usable.
-    Non-local save folders (``scheme://``) fall back to the plain (non-atomic) writes."""
+    Non-local save folders (``scheme://``) fall back to the plain (non-atomic) writes. Loading
+    first converts older checkpoint layouts (:func:`upgrade_checkpoint_state`)."""
+
+    def _load_model(self, checkpoint):
+        if isinstance(checkpoint.get("model"), dict):
+            upgrade_checkpoint_state(self.model, checkpoint["model"])
+        return super()._load_model(checkpoint)
 
     def _is_local(self) -> bool:
         return "://" not in self.save_dir

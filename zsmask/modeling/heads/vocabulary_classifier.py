@@ -65,6 +65,11 @@ class VocabularyClassifier(nn.Module):
         if key in state_dict and state_dict[key].dim() == 1:
             state_dict[key] = state_dict[key][None]
 
+    def upgrade_checkpoint(self, state_dict: dict, prefix: str) -> None:
+        """Older layouts, converted before detectron2's checkpointer compares shapes (see
+        :func:`zsmask.engine.trainer.upgrade_checkpoint_state`)."""
+        self._single_void_embedding_to_2d(state_dict, prefix)
+
     @property
     def background_prototypes(self) -> Optional[torch.Tensor]:
         """(M, D) background prototypes G (None with sigmoid scores)."""
