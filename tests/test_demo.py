@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from zsmask import Predictor
-from zsmask.visualization import class_color, draw_prediction
+from zsmask.visualization import draw_prediction, vocabulary_colors
 
 from conftest import write_tiny_model_files
 
@@ -118,8 +118,9 @@ def test_video_input_and_missing_webcam(bundle, demo_main, tmp_path, capsys):
         assert "cannot open the webcam" in capsys.readouterr().err
 
 
-def test_drawing_marks_unseen_classes_and_colours_are_stable():
-    assert class_color("cat") == class_color(" Cat ") and class_color("cat") != class_color("dog")
+def test_drawing_marks_unseen_classes_and_colours_are_distinct():
+    colours = vocabulary_colors([f"class {i}" for i in range(74)])
+    assert len(set(colours)) == 74 and vocabulary_colors(["a", "b"]) == colours[:2]
     image = np.full((20, 30, 3), 128, dtype=np.uint8)
     label = np.zeros((20, 30), dtype=np.int64)
     label[5:15, 10:20] = 1

@@ -4,18 +4,17 @@ Used by ``demo/visualize_split.py`` (ground truth of any registered variant), th
 (prediction beside ground truth on validation images) and ``demo/demo.py`` (predictions on the
 user's images with any vocabulary: :func:`draw_prediction`).
 """
-import colorsys
-import hashlib
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
+from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["UNSEEN_MARK", "class_color", "draw_label_map", "draw_legend", "draw_prediction", "marked_metadata",
-           "prediction_panel", "titled"]
+__all__ = ["UNSEEN_MARK", "draw_label_map", "draw_legend", "draw_prediction", "marked_metadata",
+           "prediction_panel", "titled", "vocabulary_colors"]
 
 UNSEEN_MARK = " [unseen]"
 
@@ -70,12 +69,12 @@ UNSEEN_TEXT_COLOR = (200, 0, 0)
 UNSEEN_OUTLINE_COLOR = (255, 255, 255)
 
 
-def class_color(name: str) -> Tuple[int, int, int]:
-    """A bright RGB colour that depends only on ``name``: the same class has the same colour on
-    every image, video frame and run, whatever vocabulary it is part of."""
-    digest = hashlib.md5(name.strip().lower().encode("utf-8")).digest()
-    hue, saturation, value = digest[0] / 256.0, 0.55 + 0.4 * digest[1] / 255.0, 0.75 + 0.25 * digest[2] / 255.0
-    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+def vocabulary_colors(class_names: Sequence[str]) -> List[Tuple[int, int, int]]:
+    """One RGB colour per class, by its position in the vocabulary, from detectron2's palette of
+    74 well-separated colours (repeating beyond): a fixed vocabulary colours a class the same on
+    every image and video frame."""
+    palette = colormap(rgb=True, maximum=255)
+    return [tuple(int(round(c)) for c in palette[i % len(palette)]) for i in range(len(class_names))]
 
 
 def _auto_scale(height: int, width: int, short_side: int = 384) -> float:
@@ -112,7 +111,7 @@ def draw_prediction(image: np.ndarray, label_map: np.ndarray, class_names: Seque
     its ``(H, W)`` ``label_map`` of indices into ``class_names``.
 
     The overlay is detectron2's semantic-segmentation drawing (class colours from
-    :func:`class_color`, names written on the regions); regions of unseen classes are also
+    :func:`vocabulary_colors`, names written on the regions); regions of unseen classes are also
     outlined in white, and the legend lists the classes present, largest first, unseen ones
     marked. ``scale`` enlarges the canvas (default: small images to a short side of 384 px).
     """
@@ -120,7 +119,7 @@ def draw_prediction(image: np.ndarray, label_map: np.ndarray, class_names: Seque
     if label_map.shape != image.shape[:2]:
         raise ValueError(f"label map {label_map.shape} and image {image.shape[:2]} differ in size")
     scale = _auto_scale(*image.shape[:2]) if scale is None else scale
-    colours = [class_color(name) for name in class_names]
+    colours = vocabulary_colors(class_names)
     names = [n + (UNSEEN_MARK if u else "") for n, u in zip(class_names, unseen)]
     overlay = draw_label_map(image, label_map, Metadata(stuff_classes=names, stuff_colors=colours),
                              ignore_label=-1, scale=scale)
