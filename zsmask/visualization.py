@@ -69,12 +69,19 @@ UNSEEN_TEXT_COLOR = (200, 0, 0)
 UNSEEN_OUTLINE_COLOR = (255, 255, 255)
 
 
+def _palette() -> List[Tuple[int, int, int]]:
+    """detectron2's colour map without its greys, black and white (they would hide the white
+    outline of unseen regions and read as "nothing") and without repeats: 60 colours."""
+    colours = [tuple(int(round(c)) for c in colour) for colour in colormap(rgb=True, maximum=255)]
+    return list(dict.fromkeys(c for c in colours if max(c) - min(c) >= 60))
+
+
 def vocabulary_colors(class_names: Sequence[str]) -> List[Tuple[int, int, int]]:
-    """One RGB colour per class, by its position in the vocabulary, from detectron2's palette of
-    74 well-separated colours (repeating beyond): a fixed vocabulary colours a class the same on
-    every image and video frame."""
-    palette = colormap(rgb=True, maximum=255)
-    return [tuple(int(round(c)) for c in palette[i % len(palette)]) for i in range(len(class_names))]
+    """One RGB colour per class, by its position in the vocabulary, from a palette of 60
+    well-separated colours (:func:`_palette`, repeating beyond): a fixed vocabulary colours a
+    class the same on every image and video frame."""
+    palette = _palette()
+    return [palette[i % len(palette)] for i in range(len(class_names))]
 
 
 def _auto_scale(height: int, width: int, short_side: int = 384) -> float:

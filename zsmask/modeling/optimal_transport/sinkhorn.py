@@ -38,7 +38,8 @@ def log_sinkhorn(cost: torch.Tensor, epsilon: float, max_iter: int = 100, tol: O
         cost: (..., M, N) costs (e.g. 1 - S for a score map S of M pixels and N prompts).
         epsilon: entropic regularisation, > 0.
         max_iter: t_max, >= 1.
-        tol: stop early once the row marginals are within this L1 error; None runs ``max_iter``.
+        tol: stop early once the row marginals are within this L1 error; None runs ``max_iter``
+            (as does tracing for export: a trace cannot stop early on a value).
         log_mu, log_nu: log marginals (M,) and (N,), each summing to 1 in the exp domain;
             uniform (1/M, 1/N, Algorithm 1) by default.
     """
@@ -48,6 +49,8 @@ def log_sinkhorn(cost: torch.Tensor, epsilon: float, max_iter: int = 100, tol: O
         raise ValueError(f"Sinkhorn max_iter must be >= 1, got {max_iter}")
     if cost.dim() < 2:
         raise ValueError(f"cost must be (..., M, N), got shape {tuple(cost.shape)}")
+    if torch.jit.is_tracing():  # also under ONNX export: a trace records one fixed number of rounds
+        tol = None
     num_rows, num_cols = cost.shape[-2:]
     with torch.autocast(device_type=cost.device.type, enabled=False):
         log_kernel = -cost.float() / epsilon

@@ -157,7 +157,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             attn_mask = F.interpolate(pred_masks, size=attn_size, mode="bilinear", align_corners=False)
             attn_mask = attn_mask.sigmoid().flatten(2) < 0.5
             # A query whose mask is empty at this scale attends everywhere (else softmax over nothing).
-            attn_mask[attn_mask.all(-1)] = False
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             attn_mask = attn_mask.repeat_interleave(self.num_heads, dim=0)
         prediction = {"pred_embeddings": pred_embeddings, "pred_masks": pred_masks, "query_features": query_features}
         return prediction, attn_mask

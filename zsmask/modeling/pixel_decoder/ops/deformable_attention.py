@@ -168,7 +168,10 @@ def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: torch.Tensor,
     table = value.reshape(N * S * M, D)
     weights = weights.to(value.dtype)
     needs_backward = torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad)
-    if value.device.type == "cpu" and needs_backward:
+    if torch.onnx.is_in_onnx_export():
+        # ONNX has no EmbeddingBag (the exporter would emit a slow Loop): Gather, Mul, ReduceSum.
+        out = (table[rows.long()] * weights.unsqueeze(-1)).sum(dim=1)
+    elif value.device.type == "cpu" and needs_backward:
         out = _WeightedRowSum.apply(table, rows, weights)
     else:
         out = F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
