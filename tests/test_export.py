@@ -11,8 +11,7 @@ import torch
 
 from zsmask import Predictor
 from zsmask.export import EXPORT_METADATA_FILE, ExportError, FixedVocabularySegmenter, check_exported, \
-    export_torchscript, load_exported
-from zsmask.export.torchscript import _example_image
+    example_image, export_onnx, export_torchscript, load_exported
 
 from conftest import write_tiny_model_files
 
@@ -33,7 +32,7 @@ def test_exported_and_eager_predictions_agree_and_the_file_needs_only_torch(bund
     exported, metadata = load_exported(path)
     assert metadata["class_names"] == list(names) and metadata["unseen"] == [False, True, True]
     assert metadata["image_size"] == [64, 96]
-    images = [_example_image(64, 96, seed=s) for s in (1, 2)] + [_example_image(40, 50, seed=3)]
+    images = [example_image(64, 96, seed=s) for s in (1, 2)] + [example_image(40, 50, seed=3)]
     checks = check_exported(exported, predictor.model, names, (64, 96), images)
     for check in checks:
         assert check.max_abs_diff < 1e-5 and check.label_agreement == 1.0
@@ -72,7 +71,7 @@ def test_text_embeddings_are_baked_in_and_the_text_encoder_is_dropped(bundle, tm
     assert "aten::embedding_bag" in graph  # the deformable attention, as a standard op
     assert "prim::PythonOp" not in graph
     # changing the vocabulary after export changes nothing in the file: same scores as at export time
-    image = _example_image(64, 64, seed=4)
+    image = example_image(64, 64, seed=4)
     before = exported(image)
     predictor.model.text_embeddings(("tree",))
     torch.testing.assert_close(load_exported(path)[0](image), before)
@@ -83,7 +82,7 @@ def test_random_queries_are_constant_in_the_export(tmp_path, unique_name):
     predictor = Predictor(config, weights, device="cpu", opts=["MODEL.ZSMASK.RANDOM_QUERIES.NUM", "4"])
     path = str(tmp_path / "rq.ts")
     exported = export_torchscript(predictor.model, ("cat", "dog"), path, (64, 64))
-    image = _example_image(64, 64, seed=5)
+    image = example_image(64, 64, seed=5)
     torch.testing.assert_close(exported(image), exported(image))  # not redrawn per call
     check = check_exported(exported, predictor.model, ("cat", "dog"), (64, 64), [image])[0]
     assert check.max_abs_diff < 1e-5 and check.label_agreement == 1.0
@@ -109,7 +108,39 @@ def test_export_tool_prints_the_agreement_table(bundle, tmp_path, capsys):
     assert tool(["--config-file", config, "--output", out, "--vocabulary", "cat,zebra", "--image-size", "64", "64",
                  "--device", "cpu", "MODEL.WEIGHTS", weights]) == 0
     printed = capsys.readouterr().out
-    assert "exported 2 classes at 64x64 on cpu" in printed and "labels agreeing" in printed
+    assert "exported 2 classes to torchscript at 64x64 on cpu" in printed and "labels agreeing" in printed
     rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("0 ", "1 "))]
     assert len(rows) == 2 and all(float(r[2]) <= 1e-4 and r[3] == "100.00%" for r in rows)
     assert json.loads(printed.split("metadata: ")[1].splitlines()[0])["image_size"] == [64, 64]
+
+
+def test_onnx_export_agrees_with_eager_in_onnx_runtime_at_any_size(bundle, tmp_path, unique_name):
+    config, weights = bundle
+    # random queries and Predictive-Bias-free default parts; the CLIP backbone's fused attention must unfuse
+    predictor = Predictor(config, weights, device="cpu", opts=["MODEL.ZSMASK.RANDOM_QUERIES.NUM", "2"])
+    names = ("cat", "zebra", "sheep")
+    path = str(tmp_path / "model.onnx")
+    export_onnx(predictor.model, names, path, (64, 96), unseen=predictor.unseen_flags(names))
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after the export
+    exported, metadata = load_exported(path)
+    assert metadata["format"] == "onnx" and metadata["class_names"] == list(names)
+    assert metadata["unseen"] == [False, True, True] and metadata["image_size"] == [64, 96]
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert "Loop" not in ops and not any("Attention" in op for op in ops)  # plain ops, no fused or looped ones
+    images = [example_image(64, 96, seed=1), example_image(40, 50, seed=2), example_image(100, 80, seed=3)]
+    for check in check_exported(exported, predictor.model, names, (64, 96), images):
+        assert check.max_abs_diff < 1e-4 and check.label_agreement == 1.0
+    assert tuple(exported(images[2]).shape) == (3, 100, 80)  # dynamic height and width
+
+
+def test_export_tool_writes_onnx_by_extension(bundle, tmp_path, capsys):
+    config, weights = bundle
+    tool = runpy.run_path(os.path.join(ROOT, "tools", "export_model.py"))["main"]
+    out = str(tmp_path / "tool.onnx")
+    assert tool(["--config-file", config, "--output", out, "--image-size", "64", "64", "--device", "cpu",
+                 "MODEL.WEIGHTS", weights]) == 0
+    printed = capsys.readouterr().out
+    assert "exported 4 classes to onnx at 64x64" in printed and "100.00%" in printed
+    assert load_exported(out)[1]["class_names"] == ["cat", "dog", "grass", "sheep"]

@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Export a trained model for one vocabulary to TorchScript and check it against the eager model.
+"""Export a trained model for one vocabulary to TorchScript or ONNX and check it against the eager model.
 
     python tools/export_model.py --config-file configs/toy/hungarian.yaml --output toy.ts \\
-        [--vocabulary "cat,sofa" | vocabulary.txt] [--image-size 128 128] [--device cpu] \\
-        [--check-images a.jpg b.png] MODEL.WEIGHTS output/toy/hungarian/model_final.pth
+        [--format torchscript | onnx] [--vocabulary "cat,sofa" | vocabulary.txt] [--image-size 128 128] \\
+        [--device cpu] [--check-images a.jpg b.png] MODEL.WEIGHTS output/toy/hungarian/model_final.pth
 
 The file holds the whole inference path with the vocabulary's text embeddings baked in (no
-text encoder, no tokenizer) and loads with ``torch.jit.load`` alone (see
-:mod:`zsmask.export`). It takes a ``(3, h, w)`` RGB image on the 0-255 scale, resizes it to
-``--image-size`` (default: square ``INPUT.MIN_SIZE_TEST``) inside, and returns ``(K, h, w)``
-scores; the class names are in its ``zsmask.json`` metadata. After saving, the file is loaded
+text encoder, no tokenizer); a TorchScript file loads with ``torch.jit.load`` alone, an ONNX
+file with ONNX Runtime (see :mod:`zsmask.export`). It takes a ``(3, h, w)`` RGB image on the
+0-255 scale, resizes it to ``--image-size`` (default: square ``INPUT.MIN_SIZE_TEST``) inside,
+and returns ``(K, h, w)`` scores; the class names are in its ``zsmask.json`` metadata. After saving, the file is loaded
 back and compared with the eager model on ``--check-images`` (default: seeded synthetic images
 of two sizes); the exit status is 1 when any score differs by more than ``--tolerance`` or a
 label disagrees.
@@ -26,8 +26,8 @@ from tabulate import tabulate
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from zsmask.data import ImageReadError  # noqa: E402
-from zsmask.export import ExportError, check_exported, export_torchscript, load_exported  # noqa: E402
-from zsmask.export.torchscript import _example_image  # noqa: E402
+from zsmask.export import (EXPORT_FORMATS, ExportError, FixedVocabularySegmenter, check_exported,  # noqa: E402
+                           example_image, export_model, load_exported)
 from zsmask.predictor import Predictor  # noqa: E402
 
 
@@ -50,7 +50,9 @@ def _latency_ms(function, image: torch.Tensor, repeats: int = 3) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--output", required=True, help="the TorchScript file to write (e.g. model.ts)")
+    p.add_argument("--output", required=True, help="the file to write (e.g. model.ts or model.onnx)")
+    p.add_argument("--format", choices=sorted(EXPORT_FORMATS), help="default: onnx for a .onnx --output, else "
+                                                                    "torchscript")
     p.add_argument("--vocabulary", help="comma-separated class names or a text file (default: the test dataset's)")
     p.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="default: square INPUT.MIN_SIZE_TEST")
     p.add_argument("--device", help="device to trace on and deploy to (default: cuda when available, else cpu)")
@@ -69,14 +71,15 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
     if not images:
-        images = [_example_image(size[0], size[1], seed=1), _example_image(size[0] * 3 // 4, size[1] + 16, seed=2)]
+        images = [example_image(size[0], size[1], seed=1), example_image(size[0] * 3 // 4, size[1] + 16, seed=2)]
     images = [image.to(predictor.device) for image in images]
     names = predictor.class_names
+    export_format = args.format or ("onnx" if args.output.lower().endswith(".onnx") else "torchscript")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     start = time.perf_counter()
     try:
-        export_torchscript(predictor.model, names, args.output, size, unseen=predictor.unseen_flags(names),
-                           extra_metadata={"config_file": args.config_file, "weights": predictor.cfg.MODEL.WEIGHTS})
+        export_model(export_format, predictor.model, names, args.output, size, unseen=predictor.unseen_flags(names),
+                     extra_metadata={"config_file": args.config_file, "weights": predictor.cfg.MODEL.WEIGHTS})
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -85,11 +88,10 @@ def main(argv=None) -> int:
     checks = check_exported(exported, predictor.model, names, size, images)
     rows = [[i, "x".join(str(s) for s in image.shape[-2:]), c.max_abs_diff, f"{100 * c.label_agreement:.2f}%"]
             for i, (image, c) in enumerate(zip(images, checks))]
-    print(f"exported {len(names)} classes at {size[0]}x{size[1]} on {predictor.device.type} in {seconds:.1f}s -> "
+    print(f"exported {len(names)} classes to {export_format} at {size[0]}x{size[1]} on {predictor.device.type} "
+          f"in {seconds:.1f}s -> "
           f"{args.output} ({os.path.getsize(args.output) / 1e6:.1f} MB)")
     print(tabulate(rows, headers=["image", "size", "max |exported - eager|", "labels agreeing"], floatfmt=".2e"))
-    from zsmask.export import FixedVocabularySegmenter
-
     eager = FixedVocabularySegmenter(predictor.model, names, size)
     print(f"latency at {size[0]}x{size[1]} (median of 3, after a warm-up): eager {_latency_ms(eager, images[0]):.1f} ms, "
           f"exported {_latency_ms(exported, images[0]):.1f} ms")
