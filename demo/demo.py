@@ -22,6 +22,7 @@ import os
 import sys
 import time
 
+import cv2
 import numpy as np
 import tqdm
 from PIL import Image
@@ -78,9 +79,6 @@ def run_images(predictor: Predictor, args) -> int:
     if not paths:
         print("error: no input images", file=sys.stderr)
         return 1
-    if not args.output:
-        print("error: --output is required with --input (a folder, or a file name for one image)", file=sys.stderr)
-        return 2
     try:
         outputs = output_paths(paths, args.output)
     except ValueError as e:
@@ -114,9 +112,8 @@ def run_images(predictor: Predictor, args) -> int:
 
 def run_frames(predictor: Predictor, capture, args, name: str) -> int:
     """Segment a video or webcam stream frame by frame, to a video file or a window."""
-    import cv2
-
     writer, size, frames = None, None, 0
+    path = video_output_path(args) if args.output else None
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if args.video_input else None
     fps = capture.get(cv2.CAP_PROP_FPS) or 15.0
     progress = tqdm.tqdm(total=total if total and total > 0 else None, desc=name, unit="frame", file=sys.stderr)
@@ -129,9 +126,8 @@ def run_frames(predictor: Predictor, capture, args, name: str) -> int:
             prediction = predictor(rgb)
             drawn = draw_prediction(rgb, prediction.label_map.numpy(), prediction.class_names, prediction.unseen,
                                     scale=1.0)[:, :, ::-1]
-            if args.output:
+            if path:
                 if writer is None:
-                    path = video_output_path(args)
                     codec = VIDEO_CODECS.get(os.path.splitext(path)[1].lower(), "mp4v")
                     size = (drawn.shape[1], drawn.shape[0])  # the first frame's; later ones are fitted to it
                     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, size)
@@ -153,7 +149,7 @@ def run_frames(predictor: Predictor, capture, args, name: str) -> int:
     if frames == 0:
         print(f"error: no frame could be read from {name}", file=sys.stderr)
         return 1
-    print(f"{frames} frames segmented" + (f" -> {video_output_path(args)}" if args.output else ""), file=sys.stderr)
+    print(f"{frames} frames segmented" + (f" -> {path}" if path else ""), file=sys.stderr)
     return 0
 
 
@@ -189,9 +185,6 @@ def main(argv=None) -> int:
     predictor = Predictor(args.config_file, device=args.device, vocabulary=args.vocabulary, opts=args.opts)
     if args.input is not None:
         return run_images(predictor, args)
-
-    import cv2
-
     capture = cv2.VideoCapture(args.video_input if args.video_input else 0)
     name = args.video_input or "webcam"
     if not capture.isOpened():
