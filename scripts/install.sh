@@ -22,8 +22,8 @@
 #   ZSMASK_D2_PROBE_TIMEOUT=15   seconds to wait for GitHub before taking the fallback
 set -euo pipefail
 
-TORCH_VERSION=2.15.0
-TORCHVISION_VERSION=0.29.2
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
 D2_OFFICIAL_URL="https://github.com/facebookresearch/detectron2.git"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
