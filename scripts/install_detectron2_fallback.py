@@ -7,10 +7,14 @@ sources; zsmask needs none of detectron2's compiled ops. This script
 
 1. downloads the sdist from the PyPI simple index (``PIP_INDEX_URL`` or pypi.org) and
    checks its sha256 (``pip download`` cannot be used: it builds the sdist's metadata, which
-   recent pip rejects for its direct-URL extra and which needs torch in the build env),
+   recent pip rejects for its direct-URL extra and which needs torch in the build env); the
+   verified file is kept in ``--download-dir`` (default ``<zsmask cache>/downloads``) and reused,
 2. unpacks it and patches it for torch 2.x / numpy 2 / Pillow >= 10 (see ``PATCHES``),
 3. verifies that no unpatched pattern is left, and
-4. ``pip install``s it into the running interpreter's environment.
+4. ``pip install``s it into the running interpreter's environment, under ``--constraint`` files
+   (install.sh passes the torch + torchvision pair it chose, so detectron2 cannot pull another
+   torch); ``--dry-run REPORT`` asks pip what it would install instead and writes pip's JSON
+   report there.
 
 Every failure exits non-zero with a message that says which step failed.
 """
@@ -47,8 +51,25 @@ def _index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
+def default_download_dir() -> Path:
+    """``<zsmask cache>/downloads``: the cache folder rule of ``zsmask.utils.cache_dir``, which
+    cannot be imported here (zsmask is installed after detectron2)."""
+    root = os.environ.get("ZSMASK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zsmask")
+    return Path(root) / "downloads"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def download_sdist(dest: Path, package: str = PACKAGE, sdist: str = SDIST, sha256: str = SDIST_SHA256) -> Path:
-    """Fetch ``sdist`` of ``package`` through the simple index and verify its sha256."""
+    """Fetch ``sdist`` of ``package`` through the simple index into ``dest`` and verify its
+    sha256; a file already in ``dest`` with the right digest is reused without a download."""
+    target = dest / sdist
+    if target.is_file() and _sha256(target) == sha256:
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
     page_url = f"{_index_url()}/{package}/"
     try:
         html = urllib.request.urlopen(page_url, timeout=60).read().decode("utf-8", "replace")
@@ -58,15 +79,18 @@ def download_sdist(dest: Path, package: str = PACKAGE, sdist: str = SDIST, sha25
     if not links:
         _fail("download", f"{sdist} is not listed on {page_url}")
     url = urllib.parse.urljoin(page_url, links[0].replace("&amp;", "&")).split("#")[0]
-    target = dest / sdist
+    partial = dest / f"{sdist}.{os.getpid()}.part"
     try:
-        with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as f:
+        with urllib.request.urlopen(url, timeout=120) as r, open(partial, "wb") as f:
             shutil.copyfileobj(r, f)
     except Exception as e:  # noqa: BLE001
+        partial.unlink(missing_ok=True)
         _fail("download", f"cannot download {url}: {e}")
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    digest = _sha256(partial)
     if digest != sha256:
+        partial.unlink(missing_ok=True)
         _fail("download", f"sha256 of {sdist} is {digest}, expected {sha256}")
+    os.replace(partial, target)
     return target
 
 
@@ -152,7 +176,13 @@ def patch_tree(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="where to unpack (default: a temporary folder)")
+    parser.add_argument("--download-dir", type=Path, default=None,
+                        help="where the verified sdist is kept and reused (default: <zsmask cache>/downloads)")
     parser.add_argument("--patch-only", metavar="TREE", help="only patch an unpacked sdist tree")
+    parser.add_argument("--constraint", "-c", action="append", default=[], metavar="FILE",
+                        help="pip constraints file for the install (repeatable)")
+    parser.add_argument("--dry-run", metavar="REPORT", default=None,
+                        help="do not install: write pip's JSON report of what it would install to REPORT")
     args = parser.parse_args()
 
     if args.patch_only:
@@ -162,15 +192,23 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="zsmask-d2-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"[detectron2 fallback] downloading {SDIST} from {_index_url()}")
-    sdist = download_sdist(workdir)
+    download_dir = args.download_dir or default_download_dir()
+    print(f"[detectron2 fallback] fetching {SDIST} from {_index_url()} (kept in {download_dir})")
+    sdist = download_sdist(download_dir)
     with tarfile.open(sdist) as tar:
         tar.extractall(workdir, filter="data")
     tree = workdir / f"{PACKAGE}-{VERSION}"
     print(f"[detectron2 fallback] patching {tree}")
     patch_tree(tree)
-    print("[detectron2 fallback] installing (pure Python, no compiled ops)")
-    cmd = [sys.executable, "-m", "pip", "install", "--no-build-isolation", str(tree)]
+    cmd = [sys.executable, "-m", "pip", "install", "--no-build-isolation"]
+    for constraint in args.constraint:
+        cmd += ["-c", constraint]
+    if args.dry_run:
+        cmd += ["--dry-run", "--quiet", "--report", args.dry_run]
+        print("[detectron2 fallback] asking pip what installing it would change (--dry-run)")
+    else:
+        print("[detectron2 fallback] installing (pure Python, no compiled ops)")
+    cmd.append(str(tree))
     if subprocess.call(cmd) != 0:
         _fail("pip install", " ".join(cmd))
     if not args.workdir:
