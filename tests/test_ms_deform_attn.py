@@ -19,6 +19,7 @@ from zsmask.modeling.pixel_decoder.ops import (
     ms_deform_attn,
     ms_deform_attn_pytorch,
 )
+from zsmask.modeling.pixel_decoder.ops.deformable_attention import kernel_operands
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -205,6 +206,24 @@ def test_cuda_impl_on_cpu_tensors_raises_a_clear_error():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the status reported without a GPU")
+def test_kernel_operands_share_the_widest_dtype_and_pass_gradients_back():
+    """Autocast hands the kernel an fp16 value with fp32 locations and weights; the kernel needs
+    one dtype, so all three become fp32, and each gradient returns in its input's dtype."""
+    value = torch.randn(1, 6, 2, 4, dtype=torch.float16, requires_grad=True)
+    locations = torch.rand(1, 3, 2, 1, 2, 2).transpose(1, 2).requires_grad_()  # not contiguous
+    weights = torch.rand(1, 3, 2, 1, 2, requires_grad=True)
+    cast = kernel_operands(value, locations, weights)
+    assert [t.dtype for t in cast] == [torch.float32] * 3
+    assert all(t.is_contiguous() for t in cast)
+    assert torch.equal(cast[0], value.float()) and torch.equal(cast[1], locations)
+    sum(t.sum() * (i + 1) for i, t in enumerate(cast)).backward()
+    assert value.grad.dtype == torch.float16 and torch.equal(value.grad, torch.ones_like(value))
+    assert torch.equal(locations.grad, torch.full_like(locations, 2.0))
+    assert torch.equal(weights.grad, torch.full_like(weights, 3.0))
+    same = kernel_operands(*(t.detach().double() for t in (value, locations, weights)))
+    assert [t.dtype for t in same] == [torch.float64] * 3
+
+
 def test_kernel_status_without_gpu_gives_a_reason():
     status = cuda_kernel_status()
     assert not status.available and "no CUDA device" in status.reason
@@ -271,13 +290,19 @@ def test_kernel_matches_pytorch_path(dtype, shapes, batch, queries, heads, chann
         assert (kernel_result - torch_result).abs().max().item() <= 1e-4 * scale
 
 
+def kernel_and_pytorch_modules(d_model, device):
+    """Two MSDeformAttn modules with the same weights: the kernel's and the PyTorch path's."""
+    torch.manual_seed(0)
+    kernel_module = MSDeformAttn(d_model=d_model, n_levels=2, n_heads=4, n_points=2, impl=IMPL_CUDA).to(device)
+    torch_module = MSDeformAttn(d_model=d_model, n_levels=2, n_heads=4, n_points=2, impl=IMPL_PYTORCH).to(device)
+    torch_module.load_state_dict(kernel_module.state_dict())
+    return kernel_module, torch_module
+
+
 @needs_gpu
 def test_module_with_padding_mask_kernel_vs_pytorch():
-    torch.manual_seed(0)
     device = torch.device(torch.cuda.current_device())
-    kernel_module = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=2, impl=IMPL_CUDA).to(device)
-    torch_module = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=2, impl=IMPL_PYTORCH).to(device)
-    torch_module.load_state_dict(kernel_module.state_dict())
+    kernel_module, torch_module = kernel_and_pytorch_modules(32, device)
     query, reference, flatten, shapes, starts = [t.to(device) for t in module_inputs(kernel_module, shapes=((6, 5), (3, 3)))]
     mask = torch.zeros(flatten.shape[:2], dtype=torch.bool, device=device)
     mask[1, 20:] = True
@@ -288,3 +313,16 @@ def test_module_with_padding_mask_kernel_vs_pytorch():
         out.square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     assert (grads[0] - grads[1]).abs().max().item() <= 1e-4 * max(1.0, grads[1].abs().max().item())
+
+
+@needs_gpu
+def test_module_under_autocast_kernel_vs_pytorch():
+    """Under fp16 autocast the kernel path runs (promoted to fp32) and agrees with the PyTorch path."""
+    device = torch.device(torch.cuda.current_device())
+    kernel_module, torch_module = kernel_and_pytorch_modules(64, device)
+    inputs = [t.to(device) for t in module_inputs(kernel_module, shapes=((8, 8), (4, 4)))]
+    with torch.autocast(device.type, dtype=torch.float16):
+        outs = [m(*inputs) for m in (kernel_module, torch_module)]
+    assert outs[0].dtype == outs[1].dtype == torch.float16
+    scale = max(1.0, outs[1].float().abs().max().item())
+    assert (outs[0].float() - outs[1].float()).abs().max().item() <= 1e-2 * scale

@@ -249,6 +249,20 @@ class _KernelFunction(torch.autograd.Function):
         return grad_value, None, None, grad_locations, grad_weights, None
 
 
+def kernel_operands(value: torch.Tensor, sampling_locations: torch.Tensor, attention_weights: torch.Tensor):
+    """The kernel's three floating inputs in one dtype, contiguous.
+
+    The kernel reads one dtype for all three. Under CUDA autocast they differ: the value
+    projection gives fp16, while the locations (fp32 reference points + offsets) and the softmax
+    weights stay fp32. They are promoted to the widest dtype (fp32 there, as Mask2Former runs
+    this op in fp32 under autocast); fp16 locations would cost 1e-3 of the normalised
+    coordinate, a tenth of a pixel at the 1/8 level of a 1024-pixel image. Casts are autograd
+    ops, so every gradient returns in its input's dtype.
+    """
+    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
+    return tuple(t.to(dtype).contiguous() for t in (value, sampling_locations, attention_weights))
+
+
 def _log_fallback_once(reason: str):
     if reason not in _fallback_logged:
         _fallback_logged.add(reason)
@@ -276,9 +290,9 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
         status = cuda_kernel_status()
     if status.available:
         _check_core_shapes(value, spatial_shapes, sampling_locations, attention_weights)
-        return _KernelFunction.apply(value.contiguous(), spatial_shapes.contiguous(),
-                                     level_start_index.contiguous(), sampling_locations.contiguous(),
-                                     attention_weights.contiguous(), im2col_step)
+        value, sampling_locations, attention_weights = kernel_operands(value, sampling_locations, attention_weights)
+        return _KernelFunction.apply(value, spatial_shapes.contiguous(), level_start_index.contiguous(),
+                                     sampling_locations, attention_weights, im2col_step)
     if impl == IMPL_CUDA:
         raise RuntimeError(
             f"MSDeformAttn impl={IMPL_CUDA!r} was requested but the kernel is unavailable: {status.reason}. "
