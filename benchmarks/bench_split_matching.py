@@ -56,25 +56,27 @@ def _median_seconds(fn, runs: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def synthetic_inputs(batch: int, num_classes: int = 156):
-    """Training inputs: 4 rectangles of seen classes on a background class, bottom-right quarter
-    unannotated (255)."""
+def synthetic_inputs(batch: int, num_classes: int = 156, size: int = SIZE, dataset_name: str = "coco_stuff_zs_train"):
+    """Training inputs as the zero-shot mapper gives them (on the CPU, as a data loader does):
+    ``size`` x ``size`` random images with 4 seen-class rectangles on a background class, the
+    bottom-right quarter unannotated (255)."""
     g = torch.Generator().manual_seed(0)
+    square = max(size // 4, 1)
     inputs = []
     for _ in range(batch):
-        label = torch.full((SIZE, SIZE), int(torch.randint(num_classes, (1,), generator=g)))
+        label = torch.full((size, size), int(torch.randint(num_classes, (1,), generator=g)))
         for _ in range(4):
-            y, x = torch.randint(0, SIZE - 128, (2,), generator=g).tolist()
-            label[y:y + 128, x:x + 128] = int(torch.randint(num_classes, (1,), generator=g))
-        label[SIZE // 2:, SIZE // 2:] = 255
-        image = torch.randint(0, 256, (3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+            y, x = torch.randint(0, size - square, (2,), generator=g).tolist()
+            label[y:y + square, x:x + square] = int(torch.randint(num_classes, (1,), generator=g))
+        label[size // 2:, size // 2:] = 255
+        image = torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
         classes = label.unique()
         classes = classes[classes != 255]
-        instances = Instances((SIZE, SIZE))
+        instances = Instances((size, size))
         instances.gt_classes = classes
         instances.gt_masks = label[None] == classes[:, None, None]
         inputs.append({"image": image, "sem_seg": label, "instances": instances, "unannotated": label == 255,
-                       "dataset_name": "coco_stuff_zs_train", "height": SIZE, "width": SIZE})
+                       "dataset_name": dataset_name, "height": size, "width": size})
     return inputs
 
 
