@@ -57,8 +57,14 @@ def test_failing_check_is_a_row_and_the_exit_status_is_1(tmp_path, monkeypatch, 
 
 @pytest.mark.slow
 def test_toy_training_check_runs_and_its_loss_falls(tmp_path):
-    """The AMP training check's own code on the CPU (AMP falls back to fp32 there)."""
-    losses, seconds, amp, peak = gpu_check.toy_training_losses(torch.device("cpu"), 20, str(tmp_path))
+    """The AMP training check's own code on the CPU (AMP falls back to fp32 there), on a smaller
+    world and CLIP than the check's own."""
+    from zsmask.data.toy_world import ToyWorldParams
+    from zsmask.modeling.clip.toy_clip import ToyClipRecipe
+
+    losses, seconds, amp, peak = gpu_check.toy_training_losses(
+        torch.device("cpu"), 20, str(tmp_path), ToyWorldParams(num_train=64, num_val=4),
+        ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=2))
     assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-5:]) < sum(losses[:5])
     assert not amp and peak == "- (CPU)" and seconds > 0

@@ -163,9 +163,10 @@ def autocast_module_row(size: int, device: torch.device, repeats: int, impls=Non
 TOY_CONFIG = os.path.join(ROOT, "configs", "toy", "hungarian.yaml")
 
 
-def toy_training_losses(device: torch.device, iterations: int, output_dir: str):
-    """Train ``configs/toy/hungarian.yaml`` with AMP for ``iterations`` on the check's small toy
-    world; returns (total losses per iteration, seconds per iteration, AMP in use, peak memory)."""
+def toy_training_losses(device: torch.device, iterations: int, output_dir: str, world=None, clip_recipe=None):
+    """Train ``configs/toy/hungarian.yaml`` with AMP for ``iterations`` on a small toy world
+    (default: 512 scenes, a toy CLIP pretrained for 60 steps; both cached); returns (total losses
+    per iteration, seconds per iteration, AMP in use, peak memory)."""
     from detectron2.utils.env import seed_all_rng
 
     from zsmask.data.toy_world import ToyWorldParams, register_toy_world
@@ -173,10 +174,10 @@ def toy_training_losses(device: torch.device, iterations: int, output_dir: str):
     from zsmask.modeling.clip.toy_clip import ToyClipRecipe
     from zsmask.toy import prepare_toy_world
 
-    world = ToyWorldParams(num_train=512, num_val=16)
+    world = world or ToyWorldParams(num_train=512, num_val=16)
+    clip_recipe = clip_recipe or ToyClipRecipe(steps=60, pool_size=1920, eval_crops_per_class=4)
     register_toy_world("toy_world_gpu_check", world)
-    prepared = prepare_toy_world(world, ToyClipRecipe(steps=60, pool_size=1920, eval_crops_per_class=4),
-                                 print_fn=lambda text: None)
+    prepared = prepare_toy_world(world, clip_recipe, print_fn=lambda text: None)
     cfg = build_config(TOY_CONFIG, [
         "MODEL.DEVICE", str(device), "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", str(iterations),
         "MODEL.CLIP.PRETRAINED", prepared["clip_weights"], "DATASETS.TRAIN", "('toy_world_gpu_check_train',)",
