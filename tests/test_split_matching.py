@@ -20,7 +20,7 @@ from zsmask.modeling.criterion import (
 )
 from zsmask.modeling.heads import VocabularyClassifier
 from zsmask.modeling.heads.vocabulary_classifier import PADDING_LOGIT
-from zsmask.modeling.matcher import SplitMatcher, batch_focal_class_cost, batch_iou_cost
+from zsmask.modeling.matcher import FocalHungarianMatcher, SplitMatcher, batch_focal_class_cost, batch_iou_cost
 from zsmask.modeling.meta_arch.zero_shot_mask_former import add_pseudo_targets, draw_random_queries
 from zsmask.modeling.pseudo_masks import CLIPKMeansPseudoLabeler, PseudoMaskGenerator, PseudoMasks
 
@@ -87,6 +87,41 @@ def test_split_matcher_never_crosses_groups_and_equals_brute_force(seed, seen_ta
         optimum = (_brute_force_group(cost, np.arange(3), np.flatnonzero(~target["is_pseudo"].numpy()))
                    + _brute_force_group(cost, np.arange(3, 6), np.flatnonzero(target["is_pseudo"].numpy())))
         assert total == pytest.approx(optimum, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_focal_hungarian_control_is_split_matching_without_the_split(seed):
+    """Split Matching's control matcher: the same pair costs over all queries and targets, one
+    optimal assignment. With the candidate queries and pseudo masks removed, split matching
+    assigns exactly what the control assigns."""
+    costs = dict(cost_class=2.0, cost_bce=5.0, cost_iou=5.0, cost_dice=5.0, num_points=64)
+    control, split = FocalHungarianMatcher(**costs), SplitMatcher(num_seen_queries=4, **costs)
+    outputs, targets = _split_problem(seed, 4, 2, [3, 5], [2, 1], num_text=6)
+    seen_targets = [{"labels": t["labels"][~t["is_pseudo"]], "masks": t["masks"][~t["is_pseudo"]],
+                     "is_pseudo": t["is_pseudo"][~t["is_pseudo"]]} for t in targets]
+    seen_outputs = {k: v[:, :4] for k, v in outputs.items()}
+    torch.manual_seed(seed)
+    expected = split(outputs, seen_targets)  # candidate queries get nothing: no pseudo masks
+    torch.manual_seed(seed)
+    got = control(seen_outputs, seen_targets)
+    for (q_split, t_split), (q_control, t_control) in zip(expected, got):
+        assert torch.equal(q_split, q_control) and torch.equal(t_split, t_control)
+    torch.manual_seed(seed)
+    cost_split = split.compute_cost_matrices(seen_outputs, seen_targets)
+    torch.manual_seed(seed)
+    cost_control = control.compute_cost_matrices(seen_outputs, seen_targets)
+    assert all(torch.equal(a, b) for a, b in zip(cost_split, cost_control))
+    # all queries on the full problem: one optimal assignment of every target (T <= Q)
+    torch.manual_seed(seed)
+    indices = control(outputs, targets)
+    torch.manual_seed(seed)  # the same random points
+    full_costs = control.compute_cost_matrices(outputs, targets)
+    for (query_idx, target_idx), target, cost in zip(indices, targets, full_costs):
+        assert sorted(target_idx.tolist()) == list(range(len(target["labels"])))
+        total = float(cost.numpy()[query_idx.numpy(), target_idx.numpy()].sum())
+        optimum = _brute_force_group(cost.numpy(), np.arange(6), np.arange(len(target["labels"])))
+        assert total == pytest.approx(optimum, abs=1e-4)
+    assert "cost_iou=5.0" in repr(control) and "num_seen_queries=4, cost_class=2.0" in repr(split)
 
 
 def test_split_matcher_keeps_groups_apart_even_when_crossing_is_cheaper():
@@ -436,3 +471,13 @@ def test_train_net_runs_split_matching_on_the_toy_world(tmp_path):
     train_rows = [row for row in logged if "loss_cos" in row]
     assert train_rows and all(np.isfinite(row["loss_mfe_ce"]) for row in train_rows)
     assert any((tmp_path / "pseudo_cache").rglob("*.pt"))
+
+
+def test_train_net_runs_split_matchings_control_on_the_toy_world(tmp_path):
+    """The control row (ablations/hungarian_sigmoid_focal_q24.yaml) trains with Split Matching's
+    losses on all 24 queries and no pseudo masks."""
+    logged = train_on_smoke_world(tmp_path, "ablations/hungarian_sigmoid_focal_q24.yaml", "toy_world_sm_control",
+                                  "SOLVER.MAX_ITER", "4")
+    train_rows = [row for row in logged if "loss_focal" in row]
+    assert train_rows and all(np.isfinite(row["loss_focal"]) and np.isfinite(row["loss_iou"]) for row in train_rows)
+    assert not any("loss_cos" in row or "loss_ce" in row for row in logged)

@@ -3,7 +3,7 @@ from .build import MATCHER_REGISTRY, build_matcher, register_matcher
 from .costs import batch_dice_cost, batch_focal_class_cost, batch_iou_cost, batch_sigmoid_bce_cost
 from .hungarian import HungarianMatcher
 from .negative_proposals import NegativeProposalSelector, select_negative_proposals
-from .split_matching import SplitMatcher, split_query_counts
+from .split_matching import FocalHungarianMatcher, SplitMatcher, split_query_counts
 
 __all__ = [
     "MATCHER_REGISTRY",
@@ -12,6 +12,7 @@ __all__ = [
     "HungarianMatcher",
     "NegativeProposalSelector",
     "select_negative_proposals",
+    "FocalHungarianMatcher",
     "SplitMatcher",
     "split_query_counts",
     "batch_dice_cost",

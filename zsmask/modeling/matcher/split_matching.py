@@ -14,6 +14,11 @@ batched pass. The Hungarian algorithm then
 runs twice per image: seen queries against seen targets (sigma_s*), candidate queries against
 pseudo masks (sigma_u*); the two assignments are concatenated into one (sigma*). A seen query is
 never assigned a pseudo mask and a candidate query never a seen target.
+
+``hungarian_focal`` (:class:`FocalHungarianMatcher`) is the same costs without the split: one
+Hungarian assignment of all queries to the annotated targets. It is Split Matching's control: a
+model trained with it and the same losses differs from split matching only by the split, the
+candidate queries and their pseudo masks.
 """
 from typing import Dict, List, Sequence, Tuple
 
@@ -27,7 +32,7 @@ from .build import register_matcher
 from .costs import batch_dice_cost, batch_focal_class_cost, batch_iou_cost, batch_sigmoid_bce_cost
 from .hungarian import HungarianMatcher
 
-__all__ = ["SplitMatcher", "split_query_counts"]
+__all__ = ["FocalHungarianMatcher", "SplitMatcher", "split_query_counts"]
 
 
 def split_query_counts(cfg) -> Tuple[int, int]:
@@ -42,17 +47,16 @@ def split_query_counts(cfg) -> Tuple[int, int]:
     return total - candidates, candidates
 
 
-@register_matcher("split_matching")
-class SplitMatcher(HungarianMatcher):
-    """Hungarian matching within two query groups (seen / candidate) and two target groups."""
+@register_matcher("hungarian_focal")
+class FocalHungarianMatcher(HungarianMatcher):
+    """Mask2Former's Hungarian matching of all queries to all targets, with Eq. 3's costs."""
 
     @configurable
-    def __init__(self, *, num_seen_queries: int, cost_class: float = 2.0, cost_bce: float = 5.0,
-                 cost_iou: float = 5.0, cost_dice: float = 5.0, num_points: int = 112 * 112,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0):
+    def __init__(self, *, cost_class: float = 2.0, cost_bce: float = 5.0, cost_iou: float = 5.0,
+                 cost_dice: float = 5.0, num_points: int = 112 * 112, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0):
         """
         Args:
-            num_seen_queries: K_s; queries ``[0, K_s)`` are seen queries, the rest candidates.
             cost_class: weight of the sigmoid focal classification cost.
             cost_bce: weight of the sigmoid BCE mask cost.
             cost_iou: weight of the soft-IoU mask cost.
@@ -62,20 +66,13 @@ class SplitMatcher(HungarianMatcher):
         """
         super().__init__(cost_class=cost_class, cost_mask=cost_bce, cost_dice=cost_dice, num_points=num_points)
         self.cost_iou = cost_iou
-        if num_seen_queries < 0:
-            raise ValueError(f"num_seen_queries must be >= 0, got {num_seen_queries}")
-        self.num_seen_queries = num_seen_queries
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
 
     @classmethod
     def from_config(cls, cfg):
-        if not cfg.MODEL.ZSMASK.PSEUDO_LABELER:
-            raise ValueError("MODEL.ZSMASK.MATCHER='split_matching' needs pseudo masks for its candidate queries: "
-                             "set MODEL.ZSMASK.PSEUDO_LABELER (e.g. 'clip_kmeans')")
         sm = cfg.MODEL.SPLIT_MATCHING
         return {
-            "num_seen_queries": split_query_counts(cfg)[0],
             "cost_class": cfg.MODEL.MASK_FORMER.CLASS_WEIGHT,
             "cost_bce": cfg.MODEL.MASK_FORMER.MASK_WEIGHT,
             "cost_iou": sm.IOU_WEIGHT,
@@ -97,6 +94,34 @@ class SplitMatcher(HungarianMatcher):
         if self.cost_dice != 0:
             cost = cost + self.cost_dice * batch_dice_cost(pred_points, target_points)
         return cost
+
+    def extra_repr(self) -> str:
+        return (f"cost_class={self.cost_class}, cost_bce={self.cost_mask}, cost_iou={self.cost_iou}, "
+                f"cost_dice={self.cost_dice}, num_points={self.num_points}")
+
+
+@register_matcher("split_matching")
+class SplitMatcher(FocalHungarianMatcher):
+    """Hungarian matching within two query groups (seen / candidate) and two target groups."""
+
+    @configurable
+    def __init__(self, *, num_seen_queries: int, **costs):
+        """
+        Args:
+            num_seen_queries: K_s; queries ``[0, K_s)`` are seen queries, the rest candidates.
+            costs: the cost weights, points and focal parameters of :class:`FocalHungarianMatcher`.
+        """
+        super().__init__(**costs)
+        if num_seen_queries < 0:
+            raise ValueError(f"num_seen_queries must be >= 0, got {num_seen_queries}")
+        self.num_seen_queries = num_seen_queries
+
+    @classmethod
+    def from_config(cls, cfg):
+        if not cfg.MODEL.ZSMASK.PSEUDO_LABELER:
+            raise ValueError("MODEL.ZSMASK.MATCHER='split_matching' needs pseudo masks for its candidate queries: "
+                             "set MODEL.ZSMASK.PSEUDO_LABELER (e.g. 'clip_kmeans')")
+        return dict(FocalHungarianMatcher.from_config(cfg), num_seen_queries=split_query_counts(cfg)[0])
 
     @torch.no_grad()
     def forward(self, outputs: Dict[str, torch.Tensor],
@@ -135,5 +160,4 @@ class SplitMatcher(HungarianMatcher):
         return indices
 
     def extra_repr(self) -> str:
-        return (f"num_seen_queries={self.num_seen_queries}, cost_class={self.cost_class}, "
-                f"cost_bce={self.cost_mask}, cost_iou={self.cost_iou}, cost_dice={self.cost_dice}, num_points={self.num_points}")
+        return f"num_seen_queries={self.num_seen_queries}, " + super().extra_repr()
