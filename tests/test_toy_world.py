@@ -3,6 +3,7 @@ import json
 import logging
 import os
 import runpy
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +253,62 @@ def test_prepare_command_builds_the_default_world_and_a_toy_clip_above_90_percen
         report = json.load(f)["clip_report"]
     assert report["top1"] >= 90.0 and report["top1_unseen"] >= 80.0, report
     assert report["seconds"] < 600
+
+
+@pytest.mark.slow
+def test_toy_ablation_resumes_without_rerunning_finished_runs(tmp_path, capsys):
+    """Real train_net runs on the default world (prepared by the test above in this session's
+    cache): a rerun reads every finished run back; a new seed trains only that seed."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import toy_ablation
+
+    out, results = tmp_path / "runs", tmp_path / "results"
+    def argv(*seeds):
+        return ["--configs", os.path.join(ROOT, "configs", "toy", "hungarian.yaml"), "--max-iter", "2",
+                "--baseline", "hungarian", "--output-dir", str(out), "--results-dir", str(results), "--name", "t",
+                "--seeds", *seeds, "--", "SOLVER.IMS_PER_BATCH", "2"]
+
+    assert toy_ablation.main(argv("0", "1")) == 0
+    first = capsys.readouterr().out
+    assert first.count("(read back)") == 0
+    stamps = {seed: os.path.getmtime(out / "hungarian" / f"seed{seed}" / "log.txt") for seed in (0, 1)}
+    saved = json.loads((results / "t.json").read_text())["runs"]["hungarian"]
+
+    assert toy_ablation.main(argv("0", "1", "2")) == 0
+    second = capsys.readouterr().out
+    assert "hungarian seed 0 (read back)" in second and "hungarian seed 1 (read back)" in second
+    assert "hungarian seed 2:" in second  # the new seed trained
+    assert {seed: os.path.getmtime(out / "hungarian" / f"seed{seed}" / "log.txt") for seed in (0, 1)} == stamps
+    rerun = json.loads((results / "t.json").read_text())["runs"]["hungarian"]
+    assert rerun["0"] == saved["0"] and rerun["1"] == saved["1"] and "2" in rerun
+    table = (results / "t.md").read_text()
+    assert "ΔhIoU vs hungarian [95% CI]" in table and "+0.00 [+0.00, +0.00]" in table
+    assert "red checkered object" in table and "blue speckled background" in table  # unseen IoU table
+    # an override changes the key: that run is not read back
+    assert toy_ablation.read_finished(str(out / "hungarian" / "seed0"), "another-key") is None
+
+
+def test_second_split_holds_out_other_classes_of_the_same_scenes(tmp_path):
+    from zsmask.data.toy_world import TOY_SPLITS, TOY_UNSEEN, TOY_UNSEEN_B, ToyWorldParams, register_toy_world
+    from zsmask.data.toy_world.classes import TOY_CLASSES
+
+    assert TOY_SPLITS == {"toy_world": TOY_UNSEEN, "toy_world_b": TOY_UNSEEN_B}
+    assert len(TOY_UNSEEN_B) == 6 and not set(TOY_UNSEEN) & set(TOY_UNSEEN_B)
+    by_name = {c.name: c for c in TOY_CLASSES}
+    seen_b = [c for c in TOY_CLASSES if c.name not in TOY_UNSEEN_B]
+    for name in TOY_UNSEEN_B:  # a new combination of a colour and a pattern seen in its kind
+        c = by_name[name]
+        assert any(s.colour == c.colour and s.is_thing == c.is_thing for s in seen_b)
+        assert any(s.pattern == c.pattern and s.is_thing == c.is_thing for s in seen_b)
+    test_b = MetadataCatalog.get("toy_world_b_test")
+    assert [test_b.stuff_classes[i] for i in test_b.unseen_classes] == list(TOY_UNSEEN_B)
+    assert not set(TOY_UNSEEN_B) & set(MetadataCatalog.get("toy_world_b_train").stuff_classes)
+    assert len(MetadataCatalog.get("toy_world_b_train").stuff_classes) == 24
+
+    world = ToyWorldParams(num_train=6, num_val=2)
+    a = register_toy_world("toy_world_pair_a", world, root=str(tmp_path))
+    b = register_toy_world("toy_world_pair_b", world, root=str(tmp_path), unseen=TOY_UNSEEN_B)
+    records_a, records_b = DatasetCatalog.get(a.test), DatasetCatalog.get(b.test)
+    assert [r["file_name"] for r in records_a] == [r["file_name"] for r in records_b]  # the same scenes
+    meta_b = MetadataCatalog.get(b.train)
+    assert not set(TOY_UNSEEN_B) & set(meta_b.stuff_classes) and "red checkered object" in meta_b.stuff_classes

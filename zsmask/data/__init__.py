@@ -30,4 +30,5 @@ from .splits import SplitDefinitionError, ZeroShotSplit, vocabulary_label_map
 from .toy_world import register_toy_world
 
 register_all_builtin()
-register_toy_world()
+register_toy_world()  # toy_world_{train,test,test_zs3}
+register_toy_world("toy_world_b")  # the second split of the same scenes (other unseen classes)

@@ -7,7 +7,7 @@ generated into a content-hashed cache folder and registered as the zero-shot spl
 on the same drawings (:mod:`zsmask.modeling.clip.toy_clip`).
 """
 from .captions import CAPTION_TEMPLATES, crop_caption, scene_caption
-from .classes import COLOURS, TOY_CLASS_NAMES, TOY_CLASSES, TOY_UNSEEN, ToyClass, class_id
+from .classes import COLOURS, TOY_CLASS_NAMES, TOY_CLASSES, TOY_SPLITS, TOY_UNSEEN, TOY_UNSEEN_B, ToyClass, class_id
 from .dataset import (
     DEFAULT_TOY_WORLD,
     ToyWorldParams,

@@ -13,6 +13,10 @@ probing, so shape, size, rotation and occlusion vary freely and never define a c
 The unseen classes (6 of 30: 5 things, 1 stuff) are each a *new combination of attributes
 that appear in seen classes*: every unseen class's colour and pattern each occur in at least
 one seen class of the same kind (checked at import by :func:`_check_compositional_split`).
+
+A second split of the same world, ``TOY_UNSEEN_B`` (registered as ``toy_world_b``), holds out 6
+other classes under the same rule, none of them unseen in the first split: a method's gain found
+on ``toy_world`` is confirmed on a split it was not developed on.
 """
 from dataclasses import dataclass
 from typing import Dict, Tuple
@@ -26,6 +30,8 @@ __all__ = [
     "TOY_CLASSES",
     "TOY_CLASS_NAMES",
     "TOY_UNSEEN",
+    "TOY_UNSEEN_B",
+    "TOY_SPLITS",
     "class_id",
 ]
 
@@ -75,6 +81,18 @@ TOY_UNSEEN: Tuple[str, ...] = (
     "purple checkered object",
     "blue speckled background",
 )
+# The second split: one class per thing colour but blue, other patterns than the first split's,
+# and the other stuff pattern and a different colour.
+TOY_UNSEEN_B: Tuple[str, ...] = (
+    "red plain object",
+    "orange checkered object",
+    "yellow striped object",
+    "green dotted object",
+    "purple striped object",
+    "green wavy background",
+)
+# Registered name -> unseen classes.
+TOY_SPLITS: Dict[str, Tuple[str, ...]] = {"toy_world": TOY_UNSEEN, "toy_world_b": TOY_UNSEEN_B}
 _BY_NAME = {c.name: c for c in TOY_CLASSES}
 
 
@@ -85,16 +103,19 @@ def class_id(name: str) -> int:
     return _BY_NAME[name].id
 
 
-def _check_compositional_split() -> None:
+def _check_compositional_split(unseen: Tuple[str, ...]) -> None:
     """Every unseen class recombines a colour and a pattern that seen classes of its kind show."""
-    seen = [c for c in TOY_CLASSES if c.name not in TOY_UNSEEN]
-    for name in TOY_UNSEEN:
+    seen = [c for c in TOY_CLASSES if c.name not in unseen]
+    for name in unseen:
         c = _BY_NAME[name]
         same_kind = [s for s in seen if s.is_thing == c.is_thing]
         if not any(s.colour == c.colour for s in same_kind) or not any(s.pattern == c.pattern for s in same_kind):
             raise AssertionError(f"unseen toy class {name!r} is not a recombination of seen attributes")
-    if not any(not _BY_NAME[n].is_thing for n in TOY_UNSEEN):
+    if not any(not _BY_NAME[n].is_thing for n in unseen):
         raise AssertionError("the toy split needs at least one unseen stuff class")
 
 
-_check_compositional_split()
+for _unseen in TOY_SPLITS.values():
+    _check_compositional_split(_unseen)
+if set(TOY_UNSEEN) & set(TOY_UNSEEN_B):
+    raise AssertionError("the two toy splits must hold out different classes")

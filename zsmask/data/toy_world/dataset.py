@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -22,7 +22,7 @@ from PIL import Image
 from ...utils import Progress, atomic_write_dir, cache_dir, cache_lock, sha256_file
 from ..catalog import RegisteredSplit, SemSegFolder, load_sem_seg_folder, register_zero_shot_split
 from .captions import scene_caption
-from .classes import TOY_CLASS_NAMES, TOY_UNSEEN
+from .classes import TOY_CLASS_NAMES, TOY_SPLITS, TOY_UNSEEN
 from .draw import draw_scene
 
 __all__ = [
@@ -159,14 +159,17 @@ def toy_world_records(split: str, params: ToyWorldParams = DEFAULT_TOY_WORLD, ro
 
 def register_toy_world(
     name: str = "toy_world", params: ToyWorldParams = DEFAULT_TOY_WORLD, root: Optional[str] = None,
-    overwrite: bool = True,
+    overwrite: bool = True, unseen: Optional[Sequence[str]] = None,
 ) -> RegisteredSplit:
-    """Register ``<name>_train`` / ``<name>_test`` / ``<name>_test_zs3``; nothing is generated
-    until one of them is loaded."""
+    """Register ``<name>_train`` / ``<name>_test`` / ``<name>_test_zs3`` with ``unseen`` held out
+    (default: ``TOY_SPLITS[name]`` for a built-in split name, else ``TOY_UNSEEN``); nothing is
+    generated until one of them is loaded. Every split reads the same generated scenes."""
+    if unseen is None:
+        unseen = TOY_SPLITS.get(name, TOY_UNSEEN)
     return register_zero_shot_split(
         name,
         TOY_CLASS_NAMES,
-        TOY_UNSEEN,
+        tuple(unseen),
         train=lambda: toy_world_records("train", params, root),
         test=lambda: toy_world_records("val", params, root),
         overwrite=overwrite,
