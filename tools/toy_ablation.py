@@ -2,12 +2,22 @@
 """Ablation on the toy world: every toy config, one fixed budget, several seeds, one table.
 
     python tools/toy_ablation.py [--configs configs/toy/hungarian.yaml ...] [--seeds 0 1 2] [--max-iter 600]
-        [--eval-variant NAME METHOD KEY VALUE ...]
+        [--baseline hungarian] [--eval-variant NAME METHOD KEY VALUE ...] [--name NAME]
+        [--results-dir results/toy_ablation]
 
 Each (config, seed) trains from scratch on ``toy_world_train`` (seen labels only) for the same
 number of iterations and batch size, then is evaluated on ``toy_world_test`` (GZS3). The table
-reports mean +- standard deviation over seeds of mIoU(S), mIoU(U), hIoU and training time; raw
-numbers go to ``<output-dir>/ablation.json`` and the table to ``<output-dir>/ablation.md``.
+reports mean +- standard deviation over seeds of mIoU(S), mIoU(U), hIoU and training time;
+with ``--baseline NAME`` also, per row, the **paired** mean difference to that row over the same
+seeds with its 95% t-interval (:func:`zsmask.evaluation.paired_difference`), and a second table
+holds the per-class IoU of the unseen classes. Raw numbers and the tables go to
+``<results-dir>/<name>.json`` and ``<name>.md`` (committed where they back a README table).
+
+Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir``, keyed
+by a hash of its full config (and, for evaluation variants, of the weights file); a rerun reads
+it back instead of training again, so a long ablation can span sessions. A changed config,
+budget or override reruns only the runs it touches. Trailing ``KEY VALUE`` overrides follow
+``--`` when the option before them takes a list (``--seeds 0 1 -- SOLVER.IMS_PER_BATCH 8``).
 The toy world and the budget are fixed before any method is run and are the same for all of
 them: nothing here is tuned per method. By default every ``configs/toy/*.yaml`` except the
 ``Base-*`` files is run. Trailing ``KEY VALUE`` pairs override every config.
@@ -18,6 +28,7 @@ trained (one per seed) with inference-only overrides, e.g. Split Matching's rand
 """
 import argparse
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -34,9 +45,12 @@ import torch
 from tabulate import tabulate
 
 import zsmask.data  # noqa: F401  (registers toy_world_*)
+from detectron2.data import MetadataCatalog
+
 from zsmask.engine import build_config
+from zsmask.evaluation import paired_difference
 from zsmask.toy import prepare_toy_world
-from zsmask.utils import Progress
+from zsmask.utils import Progress, atomic_write_text, sha256_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = (("mIoU_seen", "mIoU(S)"), ("mIoU_unseen", "mIoU(U)"), ("hIoU", "hIoU"))
@@ -51,25 +65,59 @@ def default_configs():
                   if not os.path.basename(p).startswith("Base-"))
 
 
-def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
-            eval_weights: str = "") -> dict:
-    """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
-    ``<output_dir>/log.txt``); return its GZS3 metrics and training time. With ``eval_weights``
-    only evaluate those weights (the training time is then read from their folder's log)."""
-    os.makedirs(output_dir, exist_ok=True)
-    command = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", config_file,
-               "SEED", str(seed), "SOLVER.MAX_ITER", str(max_iter), "OUTPUT_DIR", output_dir,
-               "MODEL.DEVICE", device, "TEST.ZERO_SHOT.EVAL_ZS3", "False"] + list(opts)
+def _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights):
+    overrides = ["SEED", str(seed), "SOLVER.MAX_ITER", str(max_iter), "OUTPUT_DIR", output_dir,
+                 "MODEL.DEVICE", device, "TEST.ZERO_SHOT.EVAL_ZS3", "False"] + list(opts)
+    if eval_weights:
+        overrides += ["MODEL.WEIGHTS", eval_weights]
+    command = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", config_file] + overrides
     if eval_weights:
         command[2:2] = ["--eval-only"]
-        command += ["MODEL.WEIGHTS", eval_weights]
+    return command, overrides
+
+
+def run_key(config_file: str, overrides, eval_weights: str = "") -> str:
+    """Hash of everything a run's result depends on: its full merged config (so edits of a base
+    config count) and, for an evaluation-only run, the weights file's content."""
+    digest = hashlib.sha256(build_config(config_file, overrides).dump().encode())
+    if eval_weights:
+        digest.update(sha256_file(eval_weights).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_finished(output_dir: str, key: str):
+    """The result a previous run with this ``key`` left in ``output_dir``, or None."""
+    path = os.path.join(output_dir, "result.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return saved["result"] if saved.get("key") == key else None
+
+
+def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
+            eval_weights: str = "", before_training=None) -> dict:
+    """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
+    ``<output_dir>/log.txt``); return its GZS3 metrics, the IoU per class and the training time.
+    With ``eval_weights`` only evaluate those weights (the training time is then read from their
+    folder's log). A finished run with the same key is read back, not rerun (``reused`` True);
+    otherwise ``before_training()`` is called first, when given."""
+    command, overrides = _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights)
+    key = run_key(config_file, overrides, eval_weights)
+    finished = read_finished(output_dir, key)
+    if finished is not None:
+        return dict(finished, reused=True)
+    if before_training is not None:
+        before_training()
+    os.makedirs(output_dir, exist_ok=True)
     start = time.monotonic()
     with open(os.path.join(output_dir, "log.txt"), "w", encoding="utf-8") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     wall = time.monotonic() - start
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} failed (exit {code}); see {output_dir}/log.txt")
-    cfg = build_config(config_file, ["OUTPUT_DIR", output_dir] + list(opts))
+    cfg = build_config(config_file, overrides)
     test_set = cfg.DATASETS.TEST[0]
     with open(os.path.join(output_dir, "inference", f"zero_shot_sem_seg_{test_set}.json"), encoding="utf-8") as f:
         metrics = json.load(f)
@@ -77,11 +125,17 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     with open(os.path.join(log_dir, "log.txt"), encoding="utf-8") as f:
         speed = re.search(r"Overall training speed: \d+ iterations in (\d+):(\d+):(\d+)", f.read())
     seconds = 3600 * int(speed[1]) + 60 * int(speed[2]) + int(speed[3]) if speed else wall
-    return dict({k: float(metrics[k]) for k, _ in METRICS}, train_seconds=float(seconds), wall_seconds=wall)
+    per_class = {name[len("IoU-"):]: value for name, value in metrics.items() if name.startswith("IoU-")}
+    result = dict({k: float(metrics[k]) for k, _ in METRICS}, per_class_iou=per_class, test_set=test_set,
+                  train_seconds=float(seconds), wall_seconds=wall)
+    atomic_write_text(os.path.join(output_dir, "result.json"), json.dumps({"key": key, "result": result}, indent=1))
+    return dict(result, reused=False)
 
 
-def summarise(runs: dict) -> str:
-    """Markdown table: one row per method, ``mean ± std`` over its seeds."""
+def summarise(runs: dict, baseline: str = None) -> str:
+    """Markdown table: one row per method, ``mean ± std`` over its seeds; with ``baseline``, the
+    paired difference of each metric to the baseline's row over the shared seeds, with its 95%
+    interval (the baseline's own row shows 0)."""
     rows = []
     for method, per_seed in runs.items():
         row = [method, len(per_seed)]
@@ -92,9 +146,28 @@ def summarise(runs: dict) -> str:
                 row.append(f"{Progress.format_seconds(values.mean())} ± {Progress.format_seconds(spread)}")
             else:
                 row.append(f"{values.mean():.2f} ± {spread:.2f}")
+        if baseline:
+            for key, _ in METRICS:
+                row.append(paired_difference({s: r[key] for s, r in per_seed.items()},
+                                             {s: r[key] for s, r in runs[baseline].items()}).format())
         rows.append(row)
     headers = ["method", "seeds"] + [name for _, name in METRICS] + ["train time"]
+    if baseline:
+        headers += [f"Δ{name} vs {baseline} [95% CI]" for _, name in METRICS]
     return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def unseen_class_table(runs: dict) -> str:
+    """Markdown table of the unseen classes' IoU, mean over seeds, one row per method."""
+    test_set = next(iter(next(iter(runs.values())).values()))["test_set"]
+    meta = MetadataCatalog.get(test_set)
+    unseen = [meta.stuff_classes[i] for i in meta.unseen_classes]
+    rows = []
+    for method, per_seed in runs.items():
+        values = [[r["per_class_iou"].get(name) for r in per_seed.values()] for name in unseen]
+        rows.append([method] + [f"{np.mean([v for v in column if v is not None]):.2f}"
+                                if any(v is not None for v in column) else "-" for column in values])
+    return tabulate(rows, headers=["method"] + unseen, tablefmt="github")
 
 
 def main(argv=None) -> int:
@@ -102,54 +175,74 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", default=default_configs(), help="toy configs (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-iter", type=int, default=600, help="iterations per run, the same for every method")
-    parser.add_argument("--output-dir", default="output/toy_ablation")
+    parser.add_argument("--output-dir", default="output/toy_ablation", help="run folders (logs, weights, result.json)")
+    parser.add_argument("--results-dir", default="results/toy_ablation", help="where <name>.json and <name>.md go")
+    parser.add_argument("--name", default="ablation", help="file name of the results (default: ablation)")
+    parser.add_argument("--baseline", default=None, metavar="NAME",
+                        help="a row (method or variant name) to compare every row with: paired differences")
     parser.add_argument("--eval-variant", nargs="+", action="append", default=[], metavar="NAME METHOD KEY VALUE",
                         help="also evaluate METHOD's trained models with inference-only overrides, as row NAME")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every config: KEY VALUE ...")
     args = parser.parse_args(argv)
+    if args.opts[:1] == ["--"]:  # "--seeds 0 1 -- KEY VALUE": the separator ends a list option
+        args.opts = args.opts[1:]
     logging.getLogger().setLevel(logging.WARNING)  # open_clip's INFO chatter on the root logger
-    prepare_toy_world(print_fn=_say)
-    os.makedirs(args.output_dir, exist_ok=True)
     for variant in args.eval_variant:
         if len(variant) < 2 or len(variant) % 2:
             parser.error(f"--eval-variant needs NAME METHOD and KEY VALUE pairs, got {variant}")
-    runs = {}
-    total = (len(args.configs) + len(args.eval_variant)) * len(args.seeds)
-    done = 0
-    progress = Progress("toy ablation", total, every_s=0, print_fn=_say)
-    for config_file in args.configs:
-        method = os.path.splitext(os.path.basename(config_file))[0]
-        runs[method] = {}
-        for seed in args.seeds:
-            out = os.path.join(args.output_dir, method, f"seed{seed}")
-            result = run_one(config_file, seed, args.max_iter, out, args.device, args.opts)
-            runs[method][seed] = result
-            done += 1
-            progress.update(done, f"{method} seed {seed}: " + ", ".join(
-                f"{name} {result[key]:.2f}" for key, name in METRICS) + f", {result['train_seconds']:.0f}s")
     configs = {os.path.splitext(os.path.basename(c))[0]: c for c in args.configs}
-    for name, method, *overrides in args.eval_variant:
+    rows = list(configs) + [variant[0] for variant in args.eval_variant]
+    if args.baseline and args.baseline not in rows:
+        parser.error(f"--baseline {args.baseline!r} is not one of the rows {rows}")
+    for name, method, *_ in args.eval_variant:
         if method not in configs:
             parser.error(f"--eval-variant {name}: {method!r} is not one of the trained methods {sorted(configs)}")
-        runs[name] = {}
+    prepared = []
+
+    def prepare_once():  # the default toy world and CLIP, with progress lines, before the first training
+        if not prepared:
+            prepared.append(prepare_toy_world(print_fn=_say))
+
+    runs = {}
+    total = len(rows) * len(args.seeds)
+    done = 0
+    progress = Progress("toy ablation", total, every_s=0, print_fn=_say)
+
+    def record(name, seed, result):
+        nonlocal done
+        runs.setdefault(name, {})[seed] = result
+        done += 1
+        progress.update(done, f"{name} seed {seed}{' (read back)' if result.pop('reused') else ''}: " + ", ".join(
+            f"{label} {result[key]:.2f}" for key, label in METRICS) + f", {result['train_seconds']:.0f}s")
+
+    for method, config_file in configs.items():
+        for seed in args.seeds:
+            out = os.path.join(args.output_dir, method, f"seed{seed}")
+            record(method, seed, run_one(config_file, seed, args.max_iter, out, args.device, args.opts,
+                                         before_training=prepare_once))
+    for name, method, *overrides in args.eval_variant:
         for seed in args.seeds:
             trained = os.path.join(args.output_dir, method, f"seed{seed}")
             out = os.path.join(args.output_dir, name, f"seed{seed}")
-            result = run_one(configs[method], seed, args.max_iter, out, args.device, list(args.opts) + overrides,
-                             eval_weights=os.path.join(trained, "model_final.pth"))
-            runs[name][seed] = result
-            done += 1
-            progress.update(done, f"{name} seed {seed}: " + ", ".join(
-                f"{n} {result[key]:.2f}" for key, n in METRICS))
-    table = summarise(runs)
+            record(name, seed, run_one(configs[method], seed, args.max_iter, out, args.device,
+                                       list(args.opts) + overrides,
+                                       eval_weights=os.path.join(trained, "model_final.pth"),
+                                       before_training=prepare_once))
+    table = summarise(runs, args.baseline)
+    classes = unseen_class_table(runs)
     header = (f"Toy-world ablation: {args.max_iter} iterations at each config's batch size, seeds {args.seeds}, "
-              f"GZS3 on toy_world_test (mean ± std over seeds)")
-    with open(os.path.join(args.output_dir, "ablation.json"), "w", encoding="utf-8") as f:
-        json.dump({"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "runs": runs}, f, indent=1)
-    with open(os.path.join(args.output_dir, "ablation.md"), "w", encoding="utf-8") as f:
-        f.write(header + "\n\n" + table + "\n")
-    _say("\n" + header + "\n\n" + table)
+              f"GZS3 on {next(iter(runs[rows[0]].values()))['test_set']} (mean ± std over seeds"
+              + (f"; Δ: paired mean difference to {args.baseline} over the same seeds, 95% t-interval)"
+                 if args.baseline else ")"))
+    text = f"{header}\n\n{table}\n\nUnseen classes, IoU (mean over seeds):\n\n{classes}\n"
+    os.makedirs(args.results_dir, exist_ok=True)
+    atomic_write_text(os.path.join(args.results_dir, f"{args.name}.json"), json.dumps(
+        {"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "baseline": args.baseline,
+         "opts": args.opts, "torch": torch.__version__, "runs": runs}, indent=1))
+    atomic_write_text(os.path.join(args.results_dir, f"{args.name}.md"), text)
+    _say("\n" + text)
+    _say(f"results: {os.path.join(args.results_dir, args.name)}.{{json,md}}")
     return 0
 
 

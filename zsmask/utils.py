@@ -6,8 +6,10 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
+from typing import Callable
 
-__all__ = ["cache_dir", "atomic_write_dir", "cache_lock", "Progress", "sha256_file"]
+__all__ = ["cache_dir", "atomic_write", "atomic_write_dir", "atomic_write_text", "cache_lock", "Progress", "sha256_file"]
 
 
 def cache_dir() -> str:
@@ -86,6 +88,29 @@ class Progress:
         line = (f"{self.label}: {done}/{self.total} ({100 * done / self.total:.0f}%), "
                 f"{self.format_seconds(elapsed)} elapsed, ETA {eta_text}")
         self._print(line + (f", {extra}" if extra else ""))
+
+
+def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file of the same folder, then
+    rename it over ``path``: readers see the old file or the complete new one, never a part.
+    On failure the temporary file is removed and ``path`` is untouched."""
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`), UTF-8."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), "wb")
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:

@@ -3,9 +3,7 @@ CPU (gloo), AMP only where it exists (CUDA), and checkpoints written atomically.
 import inspect
 import logging
 import os
-import uuid
 import weakref
-from typing import Callable
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -21,28 +19,11 @@ from ..data.catalog import EVALUATOR_TYPE
 from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
 from .. import modeling  # noqa: F401  (registers ZeroShotMaskFormer and its parts)
+from ..utils import atomic_write
 
 __all__ = ["AtomicDetectionCheckpointer", "Trainer", "build_train_loop", "create_ddp_model", "upgrade_checkpoint_state"]
 
 logger = logging.getLogger(__name__)
-
-
-def _atomic_write(path: str, write: Callable, mode: str) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file of the same folder, then
-    rename it over ``path``: readers see the old file or the complete new one, never a part.
-    On failure the temporary file is removed and ``path`` is untouched."""
-    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def upgrade_checkpoint_state(model: torch.nn.Module, state_dict: dict) -> None:
@@ -85,14 +66,14 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f), "wb")
+        atomic_write(save_file, lambda f: torch.save(data, f), "wb")
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local():
             return super().tag_last_checkpoint(last_filename_basename)
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename), "w")
+        atomic_write(path, lambda f: f.write(last_filename_basename), "w")
 
 
 def create_ddp_model(model: torch.nn.Module, *, find_unused_parameters: bool = False) -> torch.nn.Module:
