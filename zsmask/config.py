@@ -46,7 +46,8 @@ def add_zsmask_config(cfg: CN) -> CN:
 
     # zsmask's own model keys (matcher, classifier, vocabulary).
     cfg.MODEL.ZSMASK = CN()
-    # Matcher from zsmask's MATCHER_REGISTRY ("hungarian"; later issues add others).
+    # Matcher from zsmask's MATCHER_REGISTRY: "hungarian", "hungarian_focal" (Split Matching's costs,
+    # no split), "split_matching", "negative_proposals".
     cfg.MODEL.ZSMASK.MATCHER = "hungarian"
     # Initial value of the learned logit scale (inverse temperature) of the cosine classifier.
     cfg.MODEL.ZSMASK.LOGIT_SCALE_INIT = 1.0 / 0.07
