@@ -32,24 +32,31 @@ HEADS, CHANNELS, POINTS = 8, 32, 4
 STRIDES = (8, 16, 32)
 
 
-def make_inputs(image_size, batch, device, dtype=torch.float32, seed=0):
-    """Random value / weights and encoder-style sampling locations for one configuration."""
-    gen = torch.Generator().manual_seed(seed)
+def encoder_levels(image_size, dtype=torch.float32):
+    """The pixel decoder's levels for a square ``image_size`` input: spatial shapes ``(L, 2)``,
+    level start offsets ``(L,)`` and every position's pixel centre ``(S, 2)``, normalised (x, y),
+    which is the encoder's reference point on every level."""
     shapes = torch.tensor([[image_size // s, image_size // s] for s in STRIDES], dtype=torch.long)
-    levels = len(STRIDES)
-    total = int((shapes[:, 0] * shapes[:, 1]).sum())
-    value = torch.randn(batch, total, HEADS, CHANNELS, generator=gen, dtype=dtype)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     centres = []
     for height, width in shapes.tolist():
         ys, xs = torch.meshgrid((torch.arange(height, dtype=dtype) + 0.5) / height,
                                 (torch.arange(width, dtype=dtype) + 0.5) / width, indexing="ij")
         centres.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
-    reference = torch.cat(centres, 0)  # (S, 2), the same normalised point on every level
+    return shapes, starts, torch.cat(centres, 0)
+
+
+def make_inputs(image_size, batch, device, dtype=torch.float32, seed=0):
+    """Random value / weights and encoder-style sampling locations for one configuration."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes, starts, reference = encoder_levels(image_size, dtype)
+    levels = len(STRIDES)
+    total = reference.shape[0]
+    value = torch.randn(batch, total, HEADS, CHANNELS, generator=gen, dtype=dtype)
     offsets_px = torch.randn(batch, total, HEADS, levels, POINTS, 2, generator=gen, dtype=dtype) * 2.0
     locations = reference[None, :, None, None, None, :] + offsets_px / shapes.flip(-1).to(dtype)[None, None, None, :, None, :]
     weights = torch.randn(batch, total, HEADS, levels * POINTS, generator=gen, dtype=dtype).softmax(-1)
     weights = weights.view(batch, total, HEADS, levels, POINTS)
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     move = dict(device=device)
     return (value.to(**move), shapes.to(**move), starts.to(**move), locations.to(**move), weights.to(**move))
 

@@ -118,7 +118,7 @@ def autocast_module_row(size: int, device: torch.device, repeats: int, impls=Non
     """The full MSDeformAttn module (encoder self-attention, Lq = S, batch 2) under fp16
     autocast, ``impls[0]`` (default: the kernel) vs ``impls[1]`` (default: the PyTorch path) with
     the same weights: output and gradient agreement, forward + backward times."""
-    from bench_ms_deform_attn import CHANNELS, HEADS, POINTS, STRIDES
+    from bench_ms_deform_attn import CHANNELS, HEADS, POINTS, STRIDES, encoder_levels
 
     from zsmask.modeling.pixel_decoder.ops import IMPL_CUDA, IMPL_PYTORCH, MSDeformAttn
 
@@ -128,16 +128,9 @@ def autocast_module_row(size: int, device: torch.device, repeats: int, impls=Non
     torch.manual_seed(0)
     modules = [MSDeformAttn(d_model, levels, HEADS, POINTS, impl=impl).to(device) for impl in impls]
     modules[1].load_state_dict(modules[0].state_dict())
-    shapes = torch.tensor([[size // s, size // s] for s in STRIDES], dtype=torch.long, device=device)
-    sizes = shapes[:, 0] * shapes[:, 1]
-    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-    total = int(sizes.sum())
-    centres = []
-    for height, width in shapes.tolist():
-        ys, xs = torch.meshgrid((torch.arange(height, device=device) + 0.5) / height,
-                                (torch.arange(width, device=device) + 0.5) / width, indexing="ij")
-        centres.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
-    reference = torch.cat(centres)[None, :, None, :].expand(2, total, levels, 2).contiguous()
+    shapes, starts, centres = (t.to(device) for t in encoder_levels(size))
+    total = centres.shape[0]
+    reference = centres[None, :, None, :].expand(2, total, levels, 2).contiguous()
     flatten = torch.randn(2, total, d_model, device=device, generator=torch.Generator(device).manual_seed(0))
 
     def step(module):

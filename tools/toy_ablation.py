@@ -16,11 +16,12 @@ holds the per-class IoU of the unseen classes. Raw numbers and the tables go to
 Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir``, keyed
 by a hash of its full config (and, for evaluation variants, of the weights file); a rerun reads
 it back instead of training again, so a long ablation can span sessions. A changed config,
-budget or override reruns only the runs it touches. Trailing ``KEY VALUE`` overrides follow
-``--`` when the option before them takes a list (``--seeds 0 1 -- SOLVER.IMS_PER_BATCH 8``).
+budget or override reruns only the runs it touches.
+
 The toy world and the budget are fixed before any method is run and are the same for all of
 them: nothing here is tuned per method. By default every ``configs/toy/*.yaml`` except the
-``Base-*`` files is run. Trailing ``KEY VALUE`` pairs override every config.
+``Base-*`` files is run. Trailing ``KEY VALUE`` pairs override every config; they follow ``--``
+when the option before them takes a list (``--seeds 0 1 -- SOLVER.IMS_PER_BATCH 8``).
 
 ``--eval-variant NAME METHOD KEY VALUE ...`` adds a row NAME that re-evaluates the models METHOD
 trained (one per seed) with inference-only overrides, e.g. Split Matching's random queries:
@@ -76,10 +77,10 @@ def _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights
     return command, overrides
 
 
-def run_key(config_file: str, overrides, eval_weights: str = "") -> str:
-    """Hash of everything a run's result depends on: its full merged config (so edits of a base
-    config count) and, for an evaluation-only run, the weights file's content."""
-    digest = hashlib.sha256(build_config(config_file, overrides).dump().encode())
+def run_key(cfg, eval_weights: str = "") -> str:
+    """Hash of everything a run's result depends on: its full merged config ``cfg`` (so edits of
+    a base config count) and, for an evaluation-only run, the weights file's content."""
+    digest = hashlib.sha256(cfg.dump().encode())
     if eval_weights:
         digest.update(sha256_file(eval_weights).encode())
     return digest.hexdigest()[:16]
@@ -104,7 +105,8 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     folder's log). A finished run with the same key is read back, not rerun (``reused`` True);
     otherwise ``before_training()`` is called first, when given."""
     command, overrides = _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights)
-    key = run_key(config_file, overrides, eval_weights)
+    cfg = build_config(config_file, overrides)
+    key = run_key(cfg, eval_weights)
     finished = read_finished(output_dir, key)
     if finished is not None:
         return dict(finished, reused=True)
@@ -117,7 +119,6 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     wall = time.monotonic() - start
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} failed (exit {code}); see {output_dir}/log.txt")
-    cfg = build_config(config_file, overrides)
     test_set = cfg.DATASETS.TEST[0]
     with open(os.path.join(output_dir, "inference", f"zero_shot_sem_seg_{test_set}.json"), encoding="utf-8") as f:
         metrics = json.load(f)
