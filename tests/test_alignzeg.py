@@ -2,6 +2,8 @@
 BDS), Predictive Bias Correction (negative selection, L_bc, Eq. 7), the model built from its
 configs and a short toy-world training and evaluation run."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -458,9 +460,16 @@ def test_alignzeg_config_errors(tmp_path):
 def test_train_net_runs_alignzeg_on_the_toy_world(tmp_path):
     from conftest import train_on_smoke_world
 
-    logged = train_on_smoke_world(tmp_path, "alignzeg.yaml", "toy_world_az_smoke", "SOLVER.MAX_ITER", "8")
+    logged = train_on_smoke_world(tmp_path, "alignzeg.yaml", "toy_world_az_smoke", "SOLVER.MAX_ITER", "8",
+                                  "TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS", "True", "TEST.ZERO_SHOT.BOOTSTRAP", "20")
     train_rows = [row for row in logged if "loss_bc" in row]
     assert train_rows and all(np.isfinite(row[k]) for row in train_rows for k in ("loss_vir", "loss_reg", "loss_ce"))
+    with open(tmp_path / "inference" / "zero_shot_sem_seg_toy_world_az_smoke_test.json") as f:
+        evaluated = json.load(f)
+    # the evaluation diagnostics of a model with a class indicator (values may be None on 12 images)
+    assert {"indicator_AUROC_matched", "indicator_AUROC_rest", "boundary_F", "hIoU_bootstrap_se"} <= set(evaluated)
+    shares = [evaluated[f"unseen_as_{k}"] for k in ("right_unseen", "other_unseen", "seen", "no_class")]
+    assert sum(shares) == pytest.approx(100.0)
 
 
 def test_random_queries_need_learned_positional_queries(tmp_path):

@@ -64,7 +64,8 @@ def test_toy_training_check_runs_and_its_loss_falls(tmp_path):
 
     losses, seconds, amp, peak = gpu_check.toy_training_losses(
         torch.device("cpu"), 20, str(tmp_path), ToyWorldParams(num_train=64, num_val=4),
-        ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=2))
+        ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=2, scene_pool=64,
+                      eval_scenes=4))
     assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-5:]) < sum(losses[:5])
     assert not amp and peak == "- (CPU)" and seconds > 0

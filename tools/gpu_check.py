@@ -168,7 +168,8 @@ def toy_training_losses(device: torch.device, iterations: int, output_dir: str, 
     from zsmask.toy import prepare_toy_world
 
     world = world or ToyWorldParams(num_train=512, num_val=16)
-    clip_recipe = clip_recipe or ToyClipRecipe(steps=60, pool_size=1920, eval_crops_per_class=4)
+    clip_recipe = clip_recipe or ToyClipRecipe(steps=60, pool_size=1920, eval_crops_per_class=4,
+                                                 scene_pool=128, eval_scenes=10)
     register_toy_world("toy_world_gpu_check", world)
     prepared = prepare_toy_world(world, clip_recipe, print_fn=lambda text: None)
     cfg = build_config(TOY_CONFIG, [

@@ -48,7 +48,8 @@ from zsmask.visualization import prediction_panel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "toy", "hungarian.yaml")
 SMOKE_WORLD = ToyWorldParams(num_train=48, num_val=12)
-SMOKE_CLIP = ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=4)
+SMOKE_CLIP = ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=4, scene_pool=64,
+                          eval_scenes=10)
 SMOKE_OPTS = ["SOLVER.MAX_ITER", "10", "SOLVER.IMS_PER_BATCH", "4",
               "DATASETS.TRAIN", "('toy_world_smoke_train',)", "DATASETS.TEST", "('toy_world_smoke_test',)"]
 

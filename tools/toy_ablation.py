@@ -2,7 +2,8 @@
 """Ablation on the toy world: every toy config, one fixed budget, several seeds, one table.
 
     python tools/toy_ablation.py [--configs configs/toy/hungarian.yaml ...] [--seeds 0 1 2] [--max-iter 600]
-        [--baseline hungarian] [--eval-variant NAME METHOD KEY VALUE ...] [--name NAME]
+        [--baseline hungarian] [--seed-offset-row NAME METHOD OFFSET] [--eval-variant NAME METHOD KEY VALUE ...]
+        [--name NAME]
         [--results-dir results/toy_ablation]
 
 Each (config, seed) trains from scratch on ``toy_world_train`` (seen labels only) for the same
@@ -10,7 +11,8 @@ number of iterations and batch size, then is evaluated on ``toy_world_test`` (GZ
 reports mean +- standard deviation over seeds of mIoU(S), mIoU(U), hIoU and training time;
 with ``--baseline NAME`` also, per row, the **paired** mean difference to that row over the same
 seeds with its 95% t-interval (:func:`zsmask.evaluation.paired_difference`), and a second table
-holds the per-class IoU of the unseen classes. Raw numbers and the tables go to
+holds the per-class IoU of the unseen classes, a third the evaluation diagnostics (where unseen
+pixels go, boundary F-score, class-indicator AUROC; :mod:`zsmask.evaluation.diagnostics`). Raw numbers and the tables go to
 ``<results-dir>/<name>.json`` and ``<name>.md`` (committed where they back a README table).
 
 Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir``, keyed
@@ -22,6 +24,12 @@ The toy world and the budget are fixed before any method is run and are the same
 them: nothing here is tuned per method. By default every ``configs/toy/*.yaml`` except the
 ``Base-*`` files is run. Trailing ``KEY VALUE`` pairs override every config; they follow ``--``
 when the option before them takes a list (``--seeds 0 1 -- SOLVER.IMS_PER_BATCH 8``).
+
+``--seed-offset-row NAME METHOD OFFSET`` adds a row NAME that trains METHOD's config with seeds
+shifted by OFFSET, paired seed by seed with METHOD's row: the A/A control, whose paired interval
+is the protocol's resolution and must contain 0 (``--seed-offset-row hungarian_aa hungarian 1000``).
+Every run's evaluation also gives the bootstrap standard error of its metrics over test images
+(``hIoU eval SE``): the evaluation's share of the noise, apart from the training seed's.
 
 ``--eval-variant NAME METHOD KEY VALUE ...`` adds a row NAME that re-evaluates the models METHOD
 trained (one per seed) with inference-only overrides, e.g. Split Matching's random queries:
@@ -55,6 +63,16 @@ from zsmask.utils import Progress, atomic_write_text, sha256_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = (("mIoU_seen", "mIoU(S)"), ("mIoU_unseen", "mIoU(U)"), ("hIoU", "hIoU"))
+# Evaluation diagnostics (zsmask.evaluation.diagnostics), in percent; absent ones are None.
+DIAGNOSTICS = (
+    ("unseen_as_right_unseen", "U px right"),
+    ("unseen_as_other_unseen", "U px other U"),
+    ("unseen_as_seen", "U px as seen"),
+    ("unseen_as_no_class", "U px no class"),
+    ("boundary_F", "boundary F"),
+    ("indicator_AUROC_matched", "indicator AUROC (IoU>=0.5)"),
+    ("indicator_AUROC_rest", "indicator AUROC (rest)"),
+)
 
 
 def _say(text: str) -> None:
@@ -68,7 +86,8 @@ def default_configs():
 
 def _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights):
     overrides = ["SEED", str(seed), "SOLVER.MAX_ITER", str(max_iter), "OUTPUT_DIR", output_dir,
-                 "MODEL.DEVICE", device, "TEST.ZERO_SHOT.EVAL_ZS3", "False"] + list(opts)
+                 "MODEL.DEVICE", device, "TEST.ZERO_SHOT.EVAL_ZS3", "False",
+                 "TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS", "True", "TEST.ZERO_SHOT.BOOTSTRAP", "200"] + list(opts)
     if eval_weights:
         overrides += ["MODEL.WEIGHTS", eval_weights]
     command = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", config_file] + overrides
@@ -127,8 +146,10 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
         speed = re.search(r"Overall training speed: \d+ iterations in (\d+):(\d+):(\d+)", f.read())
     seconds = 3600 * int(speed[1]) + 60 * int(speed[2]) + int(speed[3]) if speed else wall
     per_class = {name[len("IoU-"):]: value for name, value in metrics.items() if name.startswith("IoU-")}
+    diagnostics = {k: (None if metrics.get(k) is None else float(metrics[k])) for k, _ in DIAGNOSTICS}
+    eval_se = {k: metrics.get(f"{k}_bootstrap_se") for k, _ in METRICS}
     result = dict({k: float(metrics[k]) for k, _ in METRICS}, per_class_iou=per_class, test_set=test_set,
-                  train_seconds=float(seconds), wall_seconds=wall)
+                  train_seconds=float(seconds), wall_seconds=wall, diagnostics=diagnostics, eval_se=eval_se)
     atomic_write_text(os.path.join(output_dir, "result.json"), json.dumps({"key": key, "result": result}, indent=1))
     return dict(result, reused=False)
 
@@ -147,12 +168,14 @@ def summarise(runs: dict, baseline: str = None) -> str:
                 row.append(f"{Progress.format_seconds(values.mean())} ± {Progress.format_seconds(spread)}")
             else:
                 row.append(f"{values.mean():.2f} ± {spread:.2f}")
+        eval_se = [r.get("eval_se", {}).get("hIoU") for r in per_seed.values()]
+        row.append(_mean_of(eval_se, digits=2))
         if baseline:
             for key, _ in METRICS:
                 row.append(paired_difference({s: r[key] for s, r in per_seed.items()},
                                              {s: r[key] for s, r in runs[baseline].items()}).format())
         rows.append(row)
-    headers = ["method", "seeds"] + [name for _, name in METRICS] + ["train time"]
+    headers = ["method", "seeds"] + [name for _, name in METRICS] + ["train time", "hIoU eval SE"]
     if baseline:
         headers += [f"Δ{name} vs {baseline} [95% CI]" for _, name in METRICS]
     return tabulate(rows, headers=headers, tablefmt="github")
@@ -171,6 +194,35 @@ def unseen_class_table(runs: dict) -> str:
     return tabulate(rows, headers=["method"] + unseen, tablefmt="github")
 
 
+def _mean_of(values, digits: int = 1) -> str:
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.{digits}f}" if values else "-"
+
+
+def diagnostics_table(runs: dict, baseline: str = None) -> str:
+    """Markdown table of the evaluation diagnostics, mean over seeds, one row per method; with
+    ``baseline``, also the paired difference of the boundary F-score to the baseline."""
+    rows, headers = [], ["method"] + [name for _, name in DIAGNOSTICS]
+    for method, per_seed in runs.items():
+        row = [method] + [_mean_of([r.get("diagnostics", {}).get(k) for r in per_seed.values()])
+                          for k, _ in DIAGNOSTICS]
+        if baseline:
+            ours = {s: r["diagnostics"]["boundary_F"] for s, r in per_seed.items()
+                    if r.get("diagnostics", {}).get("boundary_F") is not None}
+            base = {s: r["diagnostics"]["boundary_F"] for s, r in runs[baseline].items()
+                    if r.get("diagnostics", {}).get("boundary_F") is not None}
+            row.append(paired_difference(ours, base).format() if set(ours) & set(base) else "-")
+        rows.append(row)
+    if baseline:
+        headers.append(f"Δboundary F vs {baseline} [95% CI]")
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def _diagnostics_line(result: dict) -> str:
+    values = result.get("diagnostics", {})
+    return ", ".join(f"{label} {values[k]:.1f}" for k, label in DIAGNOSTICS if values.get(k) is not None)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=default_configs(), help="toy configs (default: all)")
@@ -183,6 +235,9 @@ def main(argv=None) -> int:
                         help="a row (method or variant name) to compare every row with: paired differences")
     parser.add_argument("--eval-variant", nargs="+", action="append", default=[], metavar="NAME METHOD KEY VALUE",
                         help="also evaluate METHOD's trained models with inference-only overrides, as row NAME")
+    parser.add_argument("--seed-offset-row", nargs=3, action="append", default=[], metavar=("NAME", "METHOD", "OFFSET"),
+                        help="also train METHOD with every seed shifted by OFFSET, as row NAME paired seed by seed "
+                             "with METHOD's row: an A/A control whose interval must contain 0")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every config: KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -193,9 +248,12 @@ def main(argv=None) -> int:
         if len(variant) < 2 or len(variant) % 2:
             parser.error(f"--eval-variant needs NAME METHOD and KEY VALUE pairs, got {variant}")
     configs = {os.path.splitext(os.path.basename(c))[0]: c for c in args.configs}
-    rows = list(configs) + [variant[0] for variant in args.eval_variant]
+    rows = list(configs) + [row[0] for row in args.seed_offset_row] + [variant[0] for variant in args.eval_variant]
     if args.baseline and args.baseline not in rows:
         parser.error(f"--baseline {args.baseline!r} is not one of the rows {rows}")
+    for name, method, offset in args.seed_offset_row:
+        if method not in configs or not offset.lstrip("-").isdigit():
+            parser.error(f"--seed-offset-row {name}: needs a trained method of {sorted(configs)} and an integer offset")
     for name, method, *_ in args.eval_variant:
         if method not in configs:
             parser.error(f"--eval-variant {name}: {method!r} is not one of the trained methods {sorted(configs)}")
@@ -215,13 +273,20 @@ def main(argv=None) -> int:
         runs.setdefault(name, {})[seed] = result
         done += 1
         progress.update(done, f"{name} seed {seed}{' (read back)' if result.pop('reused') else ''}: " + ", ".join(
-            f"{label} {result[key]:.2f}" for key, label in METRICS) + f", {result['train_seconds']:.0f}s")
+            f"{label} {result[key]:.2f}" for key, label in METRICS) + f", {result['train_seconds']:.0f}s"
+            + (f"; {_diagnostics_line(result)}" if _diagnostics_line(result) else ""))
 
     for method, config_file in configs.items():
         for seed in args.seeds:
             out = os.path.join(args.output_dir, method, f"seed{seed}")
             record(method, seed, run_one(config_file, seed, args.max_iter, out, args.device, args.opts,
                                          before_training=prepare_once))
+    for name, method, offset in args.seed_offset_row:
+        for seed in args.seeds:  # recorded under the unshifted seed, so it pairs with METHOD's run
+            shifted = seed + int(offset)
+            out = os.path.join(args.output_dir, name, f"seed{shifted}")
+            record(name, seed, run_one(configs[method], shifted, args.max_iter, out, args.device, args.opts,
+                                       before_training=prepare_once))
     for name, method, *overrides in args.eval_variant:
         for seed in args.seeds:
             trained = os.path.join(args.output_dir, method, f"seed{seed}")
@@ -236,7 +301,10 @@ def main(argv=None) -> int:
               f"GZS3 on {next(iter(runs[rows[0]].values()))['test_set']} (mean ± std over seeds"
               + (f"; Δ: paired mean difference to {args.baseline} over the same seeds, 95% t-interval)"
                  if args.baseline else ")"))
-    text = f"{header}\n\n{table}\n\nUnseen classes, IoU (mean over seeds):\n\n{classes}\n"
+    diagnostics = diagnostics_table(runs, args.baseline)
+    text = (f"{header}\n\n{table}\n\nUnseen classes, IoU (mean over seeds):\n\n{classes}\n\n"
+            f"Diagnostics (mean over seeds; U px: share of unseen ground-truth pixels predicted as the right "
+            f"unseen class, another unseen class, a seen class, no class):\n\n{diagnostics}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.json"), json.dumps(
         {"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "baseline": args.baseline,

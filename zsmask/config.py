@@ -447,6 +447,13 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Also evaluate the ZS3 variant ("<split>_test_zs3", unseen-only vocabulary) of every
     # "*_test" dataset in DATASETS.TEST when it is registered.
     cfg.TEST.ZERO_SHOT.EVAL_ZS3 = False
+    # Models with a class indicator (AlignZeg PBC) also return each test image's proposals
+    # (binary masks at output resolution and indicator probabilities), for the evaluator's
+    # indicator AUROC; memory grows with queries x image size, so it is off by default.
+    cfg.TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS = False
+    # Test-image bootstrap resamples for the standard errors "<metric>_bootstrap_se" of the
+    # evaluation (0: off). Keeps one (C+1)^2 confusion matrix per test image in memory.
+    cfg.TEST.ZERO_SHOT.BOOTSTRAP = 0
     # ---------------------------------------------------------------- solver extras
     # Mixed precision runs on CUDA only; on CPU the trainer logs a warning and trains in fp32.
     cfg.SOLVER.AMP.ENABLED = False

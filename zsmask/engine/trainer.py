@@ -182,7 +182,8 @@ class Trainer(DefaultTrainer):
             raise ValueError(
                 f"dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; zsmask evaluates semantic segmentation"
             )
-        return DatasetEvaluators([GeneralizedZeroShotSemSegEvaluator(dataset_name, output_dir=output_folder)])
+        return DatasetEvaluators([GeneralizedZeroShotSemSegEvaluator(
+            dataset_name, output_dir=output_folder, bootstrap=cfg.TEST.ZERO_SHOT.BOOTSTRAP)])
 
     @classmethod
     def build_optimizer(cls, cfg, model):

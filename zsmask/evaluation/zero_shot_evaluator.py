@@ -10,6 +10,14 @@ summed over processes, and turned into per-class IoU / accuracy and the summary 
 
 Classes absent from the ground truth of the evaluated set are left out of every mean (their
 ``IoU-<name>`` is NaN), as detectron2's ``SemSegEvaluator`` does. Values are percentages.
+
+The same pass accumulates the diagnostics of :mod:`.diagnostics`: where unseen ground-truth
+pixels go (``unseen_as_right_unseen`` / ``_other_unseen`` / ``_seen`` / ``_no_class``), the
+boundary F-score (``boundary_F``, 3-pixel band) and, for outputs that carry proposals with a
+class indicator (``TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS``), ``indicator_AUROC_matched`` /
+``_rest``. With ``bootstrap`` resamples (``TEST.ZERO_SHOT.BOOTSTRAP``), per-image confusion
+matrices are kept and ``<metric>_bootstrap_se`` gives the standard error over test-image
+resamples of mIoU(S), mIoU(U), hIoU and mIoU.
 Results are returned as ``{"sem_seg": {...}}``, so the flat keys read ``sem_seg/hIoU`` etc.
 """
 import json
@@ -27,6 +35,15 @@ from tabulate import tabulate
 
 from ..data.catalog import label_map_for_dataset
 from ..data.image_io import read_sem_seg
+from .diagnostics import (
+    bootstrap_standard_errors,
+    boundary_counts,
+    proposal_region_labels,
+    summarise,
+    unseen_pixel_outcomes,
+)
+
+BOOTSTRAP_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU")
 
 __all__ = ["GeneralizedZeroShotSemSegEvaluator", "zero_shot_metrics", "harmonic_mean"]
 
@@ -90,7 +107,15 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
     ``inputs[i]["sem_seg_file_name"]`` through the variant's label map.
     """
 
-    def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None):
+    def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None,
+                 no_class_score: float = 0.1, boundary_tolerance: int = 3, bootstrap: int = 0):
+        """``no_class_score``: a pixel whose highest class score is below it counts as predicted
+        as no class in ``unseen_as_no_class``; ``boundary_tolerance``: the band of ``boundary_F``;
+        ``bootstrap``: test-image resamples for the ``*_bootstrap_se`` keys (0: none, and no
+        per-image matrices are kept)."""
+        self.bootstrap = bootstrap
+        self.no_class_score = no_class_score
+        self.boundary_tolerance = boundary_tolerance
         self.dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
@@ -108,6 +133,10 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._conf = np.zeros((self.num_classes + 1, self.num_classes + 1), dtype=np.int64)
+        self._outcomes = np.zeros(4, dtype=np.int64)
+        self._boundary = np.zeros(4, dtype=np.int64)
+        self._indicator = {"scores": [], "on_unseen": [], "matched": []}
+        self._per_image = []
 
     def _gt(self, inp) -> np.ndarray:
         if "sem_seg_file_name" in inp:
@@ -124,25 +153,49 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
                     f"prediction for {inp.get('file_name')} scores {scores.shape[0]} classes but the "
                     f"vocabulary of '{self.dataset_name}' has {self.num_classes}"
                 )
-            pred = scores.argmax(dim=0).to("cpu", torch.int64).numpy()
+            best, pred = scores.max(dim=0)
+            pred = pred.to("cpu", torch.int64).numpy()
             gt = self._gt(inp)
             if pred.shape != gt.shape:
                 raise ValueError(
                     f"prediction for {inp.get('file_name')} is {pred.shape[0]}x{pred.shape[1]} but its "
                     f"ground truth {inp.get('sem_seg_file_name')} is {gt.shape[0]}x{gt.shape[1]}"
                 )
+            no_class = (best < self.no_class_score).cpu().numpy()
+            self._outcomes += unseen_pixel_outcomes(pred, no_class, gt, self.unseen_ids)
+            self._boundary += boundary_counts(pred, gt, self.boundary_tolerance, self.ignore_label)
+            if "proposals" in out:
+                self._add_proposals(out["proposals"], gt)
             gt = np.where(gt == self.ignore_label, self.num_classes, gt)
             n = self.num_classes + 1
-            self._conf += np.bincount(n * pred.reshape(-1) + gt.reshape(-1), minlength=n * n).reshape(n, n)
+            conf = np.bincount(n * pred.reshape(-1) + gt.reshape(-1), minlength=n * n).reshape(n, n)
+            self._conf += conf
+            if self.bootstrap:
+                self._per_image.append(conf)
+
+    def _add_proposals(self, proposals: Dict[str, torch.Tensor], gt: np.ndarray) -> None:
+        """Records for the indicator AUROC: ``proposals["masks"]`` (Q, H, W) bool at the ground
+        truth's resolution, ``proposals["indicator"]`` (Q,) class-indicator probabilities."""
+        on_unseen, matched, valid = proposal_region_labels(proposals["masks"], gt, self.unseen_ids, self.ignore_label)
+        self._indicator["scores"].append(proposals["indicator"].float().cpu().numpy()[valid])
+        self._indicator["on_unseen"].append(on_unseen[valid])
+        self._indicator["matched"].append(matched[valid])
 
     def evaluate(self):
-        conf = self._conf
+        state = (self._conf, self._outcomes, self._boundary, self._indicator, self._per_image)
         if self._distributed:
             comm.synchronize()
-            gathered = comm.all_gather(self._conf)
+            gathered = comm.all_gather(state)
             if not comm.is_main_process():
                 return None
-            conf = np.sum(np.stack(gathered), axis=0)
+            state = (
+                np.sum(np.stack([g[0] for g in gathered]), axis=0),
+                np.sum(np.stack([g[1] for g in gathered]), axis=0),
+                np.sum(np.stack([g[2] for g in gathered]), axis=0),
+                {k: [x for g in gathered for x in g[3][k]] for k in self._indicator},
+                [x for g in gathered for x in g[4]],
+            )
+        conf = state[0]
         m = zero_shot_metrics(conf, self.seen_ids, self.unseen_ids)
         res = OrderedDict()
         for key in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc", "mAcc", "fwIoU"):
@@ -153,6 +206,12 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
             res[f"IoU-{name}"] = 100 * m["iou"][i]
         for i, name in enumerate(self.class_names):
             res[f"ACC-{name}"] = 100 * m["acc"][i]
+        res.update(summarise(state[1], state[2], state[3]))
+        if self.bootstrap and state[4]:
+            errors = bootstrap_standard_errors(
+                np.stack(state[4]), lambda c: zero_shot_metrics(c, self.seen_ids, self.unseen_ids),
+                [k for k in BOOTSTRAP_KEYS if k in res], self.bootstrap)
+            res.update({f"{k}_bootstrap_se": v for k, v in errors.items()})
         self._logger.info("\n" + self.format_table(m))
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)

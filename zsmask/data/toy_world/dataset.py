@@ -46,7 +46,7 @@ class ToyWorldParams:
     """What fixes the generated images: counts per split, image size, seed, objects per scene."""
 
     num_train: int = 2000
-    num_val: int = 200
+    num_val: int = 1000
     size: int = 128
     max_objects: int = 4
     seed: int = 0

@@ -116,7 +116,8 @@ class ZeroShotMaskFormer(nn.Module):
                  random_query_distribution: str = "normal", proposal_embedder: Optional[nn.Module] = None,
                  class_indicator: Optional[nn.Module] = None, bias_correction_threshold: float = 0.3,
                  background_at_inference: bool = True, pixel_score_head: Optional[nn.Module] = None,
-                 pixel_score_weight: float = 0.5, post_processors: Sequence = ()):
+                 pixel_score_weight: float = 0.5, post_processors: Sequence = (),
+                 proposal_diagnostics: bool = False):
         """Parts as named; optional ones: ``pseudo_labeler`` (training targets for unannotated
         pixels, which are ``ignore_value`` in the label), ``auxiliary_heads`` (training-only
         losses), ``num_random_queries`` extra queries at inference (see
@@ -128,7 +129,9 @@ class ZeroShotMaskFormer(nn.Module):
         :mod:`zsmask.modeling.pixel_score`; its probabilities get weight ``pixel_score_weight``
         at inference, the query path's scores ``1 - pixel_score_weight``), ``post_processors``
         (callables ``(sem_seg (K, H, W), image (3, h, w) RGB 0-255) -> sem_seg`` applied in order
-        to each image's output, see :mod:`zsmask.modeling.post_processing`)."""
+        to each image's output, see :mod:`zsmask.modeling.post_processing`); with
+        ``proposal_diagnostics`` and a class indicator, each output also holds ``"proposals"``:
+        ``{"masks": (Q, height, width) bool, "indicator": (Q,)}`` (for the evaluator)."""
         super().__init__()
         if num_random_queries and not all(hasattr(transformer_decoder, a) for a in ("query_feat", "query_embed")):
             raise ValueError("MODEL.ZSMASK.RANDOM_QUERIES.NUM > 0 needs a transformer decoder with learned "
@@ -141,6 +144,7 @@ class ZeroShotMaskFormer(nn.Module):
         self.pseudo_labeler = pseudo_labeler
         self.proposal_embedder = proposal_embedder
         self.class_indicator = class_indicator
+        self.proposal_diagnostics = proposal_diagnostics
         self.bias_correction_threshold = bias_correction_threshold
         self.background_at_inference = background_at_inference
         self.auxiliary_heads = nn.ModuleList(auxiliary_heads)
@@ -196,6 +200,7 @@ class ZeroShotMaskFormer(nn.Module):
             "pixel_score_head": build_pixel_score_head(cfg, clip),
             "pixel_score_weight": zs.PIXEL_SCORE_WEIGHT,
             "post_processors": build_post_processors(cfg, clip),
+            "proposal_diagnostics": cfg.TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS,
             "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
             "auxiliary_heads": build_auxiliary_heads(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, clip.embed_dim),
             "ignore_value": ignore_value,
@@ -384,6 +389,11 @@ class ZeroShotMaskFormer(nn.Module):
             for post_process in self.post_processors:
                 sem_seg = post_process(sem_seg, to_rgb(x["image"]))
             results.append({"sem_seg": sem_seg})
+            if self.proposal_diagnostics and self.class_indicator is not None:
+                results[-1]["proposals"] = {
+                    "masks": sem_seg_postprocess(mask_pred[i], image_size, height, width) > 0,
+                    "indicator": outputs["pred_indicator"][i].sigmoid(),
+                }
         return results
 
 

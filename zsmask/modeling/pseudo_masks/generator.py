@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 
+from ..clip.region_views import cell_fractions, mask_pooled_embeddings
 from .kmeans import fuse_clusters, multiscale_seeds, spherical_kmeans
 
 __all__ = ["PseudoMasks", "PseudoMaskGenerator", "REGION_EMBEDDINGS"]
@@ -30,14 +30,6 @@ class PseudoMasks:
 
     masks: torch.Tensor
     embeddings: torch.Tensor
-
-
-def _cell_fractions(masks: torch.Tensor, grid: tuple, stride: int) -> torch.Tensor:
-    """Fraction of each ``stride x stride`` feature cell covered by ``masks`` ``(N, H, W)``
-    (zero-padded at the bottom / right to the ``(h, w)`` grid): ``(N, h, w)``."""
-    height, width = masks.shape[-2:]
-    padded = F.pad(masks.float(), (0, grid[1] * stride - width, 0, grid[0] * stride - height))
-    return F.avg_pool2d(padded.unsqueeze(1), stride).squeeze(1)
 
 
 class PseudoMaskGenerator:
@@ -120,7 +112,7 @@ class PseudoMaskGenerator:
             raise ValueError(f"unannotated {tuple(unannotated.shape)} must be (B, H, W) of images {tuple(images.shape)}")
         dense = clip.encode_image_dense(images)["patch_embeddings"].float()  # (B, D, h, w)
         stride = clip.dense_stride
-        cell_valid = _cell_fractions(unannotated, dense.shape[-2:], stride) > self.cell_unannotated_fraction
+        cell_valid = cell_fractions(unannotated, dense.shape[-2:], stride) > self.cell_unannotated_fraction
         fused, k = self.cluster(dense, cell_valid)
         masks = [self._image_masks(fused[i], k, unannotated[i], stride) for i in range(images.shape[0])]
         if self.region_embedding == "dense":
@@ -162,7 +154,5 @@ class PseudoMaskGenerator:
         if masks.shape[0] == 0:
             return dense.new_zeros((0, dense.shape[0]))
         if self.region_embedding == "dense":
-            weights = _cell_fractions(masks, dense.shape[-2:], clip.dense_stride).flatten(1)  # (U, h*w)
-            pooled = weights @ dense.flatten(1).T  # (U, D)
-            return F.normalize(pooled, dim=-1)
+            return mask_pooled_embeddings(dense, masks, clip.dense_stride)
         return self._masked_cls_embeddings(clip, image[None], [masks])[0]
