@@ -37,7 +37,7 @@ import zsmask.modeling  # noqa: E402,F401
 from zsmask.config import add_zsmask_config  # noqa: E402
 from zsmask.modeling.clip import CLIPTextImageEncoder  # noqa: E402
 from zsmask.modeling.pseudo_masks import PseudoMaskGenerator  # noqa: E402
-from zsmask.modeling.pseudo_masks.generator import _cell_fractions  # noqa: E402
+from zsmask.modeling.clip.region_views import cell_fractions  # noqa: E402
 
 SIZE = 512
 
@@ -107,7 +107,7 @@ def bench_pseudo_masks(runs: int, device: torch.device):
         with torch.no_grad():
             dense = clip.encode_image_dense(images)["patch_embeddings"].float()
         stride = clip.dense_stride
-        cell_valid = _cell_fractions(unannotated, dense.shape[-2:], stride) > generator.cell_unannotated_fraction
+        cell_valid = cell_fractions(unannotated, dense.shape[-2:], stride) > generator.cell_unannotated_fraction
 
         def post_clip():
             fused, k = generator.cluster(dense, cell_valid)
