@@ -38,7 +38,7 @@ from tabulate import tabulate
 import zsmask.data  # noqa: F401  (registers toy_world_*)
 import zsmask.modeling  # noqa: F401  (registers the meta-architecture and its parts)
 from zsmask.data import ZeroShotSemSegDatasetMapper, label_map_for_dataset, read_image, read_sem_seg
-from zsmask.data.toy_world import DEFAULT_TOY_WORLD, ToyWorldParams, register_toy_world
+from zsmask.data.toy_world import DEFAULT_TOY_WORLD, SMOKE_TOY_WORLD
 from zsmask.modeling.clip.toy_clip import DEFAULT_TOY_CLIP_RECIPE, ToyClipRecipe
 from zsmask.engine import Trainer, build_config
 from zsmask.toy import prepare_toy_world
@@ -47,7 +47,7 @@ from zsmask.visualization import prediction_panel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "toy", "hungarian.yaml")
-SMOKE_WORLD = ToyWorldParams(num_train=48, num_val=12)
+SMOKE_WORLD = SMOKE_TOY_WORLD
 SMOKE_CLIP = ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=4, scene_pool=64,
                           eval_scenes=10)
 SMOKE_OPTS = ["SOLVER.MAX_ITER", "10", "SOLVER.IMS_PER_BATCH", "4",
@@ -119,7 +119,6 @@ def main(argv=None) -> int:
     world, clip_recipe, opts = DEFAULT_TOY_WORLD, DEFAULT_TOY_CLIP_RECIPE, []
     if args.smoke:
         world, clip_recipe, opts = SMOKE_WORLD, SMOKE_CLIP, list(SMOKE_OPTS)
-        register_toy_world("toy_world_smoke", world)
     prepared = prepare_toy_world(world, clip_recipe, print_fn=_say)
     if args.smoke:
         opts += ["MODEL.CLIP.PRETRAINED", prepared["clip_weights"]]

@@ -238,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed-offset-row", nargs=3, action="append", default=[], metavar=("NAME", "METHOD", "OFFSET"),
                         help="also train METHOD with every seed shifted by OFFSET, as row NAME paired seed by seed "
                              "with METHOD's row: an A/A control whose interval must contain 0")
+    parser.add_argument("--skip-prepare", action="store_true",
+                        help="do not prepare the default toy world and CLIP up front (for runs on another world: "
+                             "what a run needs is then made on first load)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every config: KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -260,7 +263,7 @@ def main(argv=None) -> int:
     prepared = []
 
     def prepare_once():  # the default toy world and CLIP, with progress lines, before the first training
-        if not prepared:
+        if not prepared and not args.skip_prepare:
             prepared.append(prepare_toy_world(print_fn=_say))
 
     runs = {}

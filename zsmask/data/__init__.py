@@ -27,8 +27,9 @@ from .image_io import (
     unique_output_paths,
 )
 from .splits import SplitDefinitionError, ZeroShotSplit, vocabulary_label_map
-from .toy_world import register_toy_world
+from .toy_world import SMOKE_TOY_WORLD, register_toy_world
 
 register_all_builtin()
 register_toy_world()  # toy_world_{train,test,test_zs3}
 register_toy_world("toy_world_b")  # the second split of the same scenes (other unseen classes)
+register_toy_world("toy_world_smoke", SMOKE_TOY_WORLD)  # 60 scenes, for smoke runs of tools

@@ -10,6 +10,7 @@ from .captions import CAPTION_TEMPLATES, crop_caption, scene_caption
 from .classes import COLOURS, TOY_CLASS_NAMES, TOY_CLASSES, TOY_SPLITS, TOY_UNSEEN, TOY_UNSEEN_B, ToyClass, class_id
 from .dataset import (
     DEFAULT_TOY_WORLD,
+    SMOKE_TOY_WORLD,
     ToyWorldParams,
     generate_toy_world,
     register_toy_world,

@@ -28,6 +28,7 @@ from .draw import draw_scene
 __all__ = [
     "ToyWorldParams",
     "DEFAULT_TOY_WORLD",
+    "SMOKE_TOY_WORLD",
     "toy_world_root",
     "generate_toy_world",
     "verify_toy_world",
@@ -61,6 +62,9 @@ class ToyWorldParams:
 
 
 DEFAULT_TOY_WORLD = ToyWorldParams()
+# A 60-scene world for checking a setup end to end in seconds (``toy_world_smoke_*``, the quick
+# start's ``--smoke``); its numbers mean nothing.
+SMOKE_TOY_WORLD = ToyWorldParams(num_train=48, num_val=12)
 
 
 def toy_world_root(params: ToyWorldParams = DEFAULT_TOY_WORLD, root: Optional[str] = None) -> str:
