@@ -86,6 +86,16 @@ def test_views_reject_empty_masks_and_mismatched_shapes():
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         masked_image(image, torch.ones(8, 8, dtype=torch.bool), FILL)
     assert region_views(image, [], FILL, 8)["masked_crop"].shape == (0, 3, 8, 8)
+    assert region_views(image, [], FILL, 8)["masked_image"].shape == (0, 3, 16, 16)
+    with pytest.raises(ValueError, match="dense_pooled"):
+        region_views(image, [rectangle(16, 0, 0, 4, 4)], FILL, 8, views=["dense_pooled"])
+
+
+def test_region_views_makes_only_the_views_asked_for():
+    image, mask = crafted_scene(), rectangle(16, 5, 4, 8, 9)
+    some = region_views(image, [mask], FILL, out_size=8, views=["masked_crop"])
+    assert list(some) == ["masked_crop"]
+    assert torch.equal(some["masked_crop"], region_views(image, [mask], FILL, out_size=8)["masked_crop"])
 
 
 def test_mask_pooled_embeddings_weight_cells_by_covered_fraction():

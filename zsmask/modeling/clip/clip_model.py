@@ -65,6 +65,15 @@ def mean_over_synonyms(per_synonym: torch.Tensor, synonyms: Sequence[Tuple[str, 
     return F.normalize(torch.stack(rows), dim=-1)
 
 
+def clip_pixel_stats(clip_model: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's pixel mean and std on the 0-255 scale, each ``(1, 3, 1, 1)`` (the model's
+    preprocess config, else OpenAI's statistics)."""
+    preprocess = open_clip.get_model_preprocess_cfg(clip_model)
+    mean = preprocess.get("mean") or OPENAI_DATASET_MEAN
+    std = preprocess.get("std") or OPENAI_DATASET_STD
+    return torch.tensor(mean).view(1, -1, 1, 1) * 255.0, torch.tensor(std).view(1, -1, 1, 1) * 255.0
+
+
 class CLIPTextImageEncoder(nn.Module):
     """A frozen open_clip model giving text classifiers and dense image embeddings.
 
@@ -119,12 +128,9 @@ class CLIPTextImageEncoder(nn.Module):
         self._stride = tower_stride(clip_model.visual)
         self._context_length = open_clip.get_model_tokenize_cfg(clip_model).get("context_length")
 
-        preprocess = open_clip.get_model_preprocess_cfg(clip_model)
-        mean = preprocess.get("mean") or OPENAI_DATASET_MEAN
-        std = preprocess.get("std") or OPENAI_DATASET_STD
-        # CLIP's statistics on the 0-255 scale, (1, 3, 1, 1).
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
+        mean, std = clip_pixel_stats(clip_model)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
 
         self._cache: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
         self._weights_version = 0

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "IMAGE_VIEWS",
     "REGION_VIEWS",
     "mask_box",
     "box_window",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 REGION_VIEWS = ("masked_image", "masked_crop", "context_crop", "dense_pooled")
+IMAGE_VIEWS = REGION_VIEWS[:3]  # the views made from pixels (``dense_pooled`` is made from features)
 
 
 def _check(image: torch.Tensor, mask: torch.Tensor) -> None:
@@ -97,8 +99,9 @@ def crop_window(image: torch.Tensor, mask: torch.Tensor, out_size: int, expand: 
 
 def region_views(image: torch.Tensor, masks: Sequence[torch.Tensor], fill: torch.Tensor, out_size: int,
                  crop_expand: float = 1.0, context_expand: float = 1.5,
-                 min_side: int = None) -> Dict[str, torch.Tensor]:
-    """All three views of each region of one image.
+                 min_side: int = None, views: Sequence[str] = IMAGE_VIEWS) -> Dict[str, torch.Tensor]:
+    """The pixel views (all of :data:`IMAGE_VIEWS` unless ``views`` names some) of each region
+    of one image.
 
     Args:
         image: ``(3, H, W)`` float, 0-255. masks: ``R`` non-empty ``(H, W)`` bool masks.
@@ -107,18 +110,22 @@ def region_views(image: torch.Tensor, masks: Sequence[torch.Tensor], fill: torch
             crop / the crop with context. min_side: smallest window side (default ``out_size``).
     Returns:
         ``{"masked_image": (R, 3, H, W), "masked_crop": (R, 3, S, S), "context_crop": (R, 3, S, S)}``
-        with ``S = out_size``.
+        with ``S = out_size``, restricted to ``views``.
     """
+    unknown = [v for v in views if v not in IMAGE_VIEWS]
+    if unknown:
+        raise ValueError(f"Unknown region view(s) {unknown}; pixel views are {IMAGE_VIEWS}")
     min_side = out_size if min_side is None else min_side
-    if len(masks) == 0:
-        empty = image.new_zeros((0, 3, out_size, out_size))
-        return {"masked_image": image.new_zeros((0,) + tuple(image.shape)), "masked_crop": empty,
-                "context_crop": empty.clone()}
-    return {
-        "masked_image": torch.stack([masked_image(image, m, fill) for m in masks]),
-        "masked_crop": torch.stack([crop_window(image, m, out_size, crop_expand, min_side, fill) for m in masks]),
-        "context_crop": torch.stack([crop_window(image, m, out_size, context_expand, min_side) for m in masks]),
+    makers = {
+        "masked_image": lambda m: masked_image(image, m, fill),
+        "masked_crop": lambda m: crop_window(image, m, out_size, crop_expand, min_side, fill),
+        "context_crop": lambda m: crop_window(image, m, out_size, context_expand, min_side),
     }
+    if len(masks) == 0:
+        shapes = {"masked_image": tuple(image.shape), "masked_crop": (3, out_size, out_size),
+                  "context_crop": (3, out_size, out_size)}
+        return {v: image.new_zeros((0,) + shapes[v]) for v in views}
+    return {v: torch.stack([makers[v](m) for m in masks]) for v in views}
 
 
 def cell_fractions(masks: torch.Tensor, grid: Tuple[int, int], stride: int) -> torch.Tensor:

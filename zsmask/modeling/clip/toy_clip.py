@@ -36,6 +36,7 @@ from torch import nn
 from ...data.toy_world import CAPTION_TEMPLATES, TOY_CLASS_NAMES, TOY_CLASSES, TOY_UNSEEN, draw_crop, draw_scene
 from ...data.toy_world.dataset import GENERATOR_VERSION
 from ...utils import Progress, cache_dir, cache_lock, sha256_file
+from .clip_model import CLIPTextImageEncoder, clip_pixel_stats
 from .loader import load_clip, register_clip_architecture, register_pretrained_source
 from .region_views import REGION_VIEWS, mask_pooled_embeddings, region_views
 from .visual_towers import tower_stride, vit_dense_embeddings, vit_forward_tokens, vit_pool
@@ -108,14 +109,6 @@ class ToyClipRecipe:
 DEFAULT_TOY_CLIP_RECIPE = ToyClipRecipe()
 
 
-def _pixel_stats(model: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
-    """CLIP's mean and std on the 0-255 scale, each ``(1, 3, 1, 1)``."""
-    cfg = open_clip.get_model_preprocess_cfg(model)
-    mean = torch.tensor(cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(cfg.get("std") or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1) * 255.0
-    return mean, std
-
-
 def _normalise(model: nn.Module, images_uint8: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 -> CLIP-normalised float ``(N, 3, H, W)``."""
     x = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float()
@@ -124,7 +117,7 @@ def _normalise(model: nn.Module, images_uint8: np.ndarray) -> torch.Tensor:
 
 def _normalise_float(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """0-255 float ``(N, 3, H, W)`` -> CLIP-normalised."""
-    mean, std = _pixel_stats(model)
+    mean, std = clip_pixel_stats(model)
     return (images - mean) / std
 
 
@@ -143,7 +136,8 @@ def _class_texts(model: nn.Module, templates: Sequence[str] = _EVAL_TEMPLATES) -
 _UNSEEN_IDS = np.array([TOY_CLASS_NAMES.index(n) for n in TOY_UNSEEN])
 
 
-def embedding_metrics(embeddings: torch.Tensor, labels: np.ndarray, text: torch.Tensor) -> Dict[str, float]:
+def embedding_metrics(embeddings: torch.Tensor, labels: np.ndarray, text: torch.Tensor,
+                      per_class: bool = False) -> Dict[str, object]:
     """Zero-shot quality of region embeddings ``(N, D)`` (L2-normalised) of classes ``labels``
     ``(N,)`` against class texts ``(C, D)``, in percent / cosine:
 
@@ -151,7 +145,8 @@ def embedding_metrics(embeddings: torch.Tensor, labels: np.ndarray, text: torch.
     of seen / unseen classes), ``top1_unseen_among_unseen`` (unseen regions, argmax over the
     unseen classes only: ZS3), ``same_minus_different`` (mean cosine between embeddings of the
     same class minus that between different classes, pairs i != j), ``matched_cosine`` (mean
-    cosine of an embedding and its class text) and ``count``.
+    cosine of an embedding and its class text) and ``count``; with ``per_class`` also
+    ``per_class`` (class name -> top-1 over its regions, NaN for a class without regions).
     """
     labels = np.asarray(labels)
     scores = embeddings.float() @ text.float().T
@@ -168,7 +163,7 @@ def embedding_metrics(embeddings: torch.Tensor, labels: np.ndarray, text: torch.
     def mean_of(x):
         return float(x.mean()) if x.numel() else float("nan")
 
-    return {
+    metrics = {
         "top1": mean_pct(correct),
         "top1_seen": mean_pct(correct[~unseen]),
         "top1_unseen": mean_pct(correct[unseen]),
@@ -177,6 +172,9 @@ def embedding_metrics(embeddings: torch.Tensor, labels: np.ndarray, text: torch.
         "matched_cosine": mean_of(scores[torch.arange(len(labels)), torch.from_numpy(labels)]),
         "count": int(len(labels)),
     }
+    if per_class:
+        metrics["per_class"] = {n: mean_pct(correct[labels == i]) for i, n in enumerate(TOY_CLASS_NAMES)}
+    return metrics
 
 
 @torch.no_grad()
@@ -200,15 +198,9 @@ def crop_zero_shot_accuracy(
     labels = np.repeat(np.arange(len(TOY_CLASSES)), crops_per_class)
     images = _normalise(model, _draw_crops(np.random.RandomState(seed), labels, crop_size))
     embeddings = torch.cat([F.normalize(model.encode_image(chunk), dim=-1) for chunk in images.split(256)])
-    predictions = (embeddings @ text.T).argmax(dim=1).numpy()
-    correct = predictions == labels
     model.train(was_training)
-    report = embedding_metrics(embeddings, labels, text)
-    report.update(
-        per_class={n: 100.0 * correct[labels == i].mean() for i, n in enumerate(TOY_CLASS_NAMES)},
-        chance=100.0 / len(TOY_CLASS_NAMES),
-        crops=int(len(labels)),
-    )
+    report = embedding_metrics(embeddings, labels, text, per_class=True)
+    report.update(chance=100.0 / len(TOY_CLASS_NAMES), crops=int(len(labels)))
     return report
 
 
@@ -238,8 +230,6 @@ def region_zero_shot_report(
     ``dense_pooled``), and scored with :func:`embedding_metrics` against the texts of all 30
     classes. Returns ``{"views": {view: metrics}, "scenes": int, "regions": int}``.
     """
-    from .clip_model import CLIPTextImageEncoder
-
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     encoder = CLIPTextImageEncoder(clip_model=model, tokenizer=open_clip.get_tokenizer(TOY_CLIP_NAME),
@@ -317,7 +307,7 @@ class _ScenePool:
             if not wanted:
                 break
             views = region_views(self.images[scene].float(), [self.labels[scene] == int(cls)], fill, out_size,
-                                 context_expand=context_expand)
+                                 context_expand=context_expand, views=wanted)
             for view in wanted:
                 out[view].append(views[view][0])
         return {view: torch.stack(chunks) for view, chunks in out.items() if chunks}
@@ -360,7 +350,7 @@ def pretrain_toy_clip(
     tokenizer = open_clip.get_tokenizer(TOY_CLIP_NAME)
     visual = model.visual
     stride = tower_stride(visual)
-    fill = _pixel_stats(model)[0].view(3)
+    fill = clip_pixel_stats(model)[0].view(3)
 
     labels = rng.randint(len(TOY_CLASSES), size=recipe.pool_size)
     drawing = Progress("toy CLIP: drawing pretraining crops", recipe.pool_size, print_fn=print_fn)
