@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from zsmask.evaluation import paired_difference
+from zsmask.evaluation import paired_difference, seeds_for_half_width
 
 
 def test_paired_difference_equals_a_hand_computation():
@@ -36,3 +36,13 @@ def test_paired_difference_edge_cases():
         paired_difference({0: 1.0}, {1: 1.0})
     with pytest.raises(ValueError, match="confidence must be in"):
         paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}, confidence=95)
+
+
+def test_seeds_for_half_width_equals_a_hand_computation():
+    # sd 3, target 1.5: n = 18 gives t_{0.975, 17} * 3 / sqrt(18) = 2.109816 * 0.707107 = 1.49186 <= 1.5,
+    # n = 17 gives t_{0.975, 16} * 3 / sqrt(17) = 2.119905 * 0.727607 = 1.54246 > 1.5
+    assert seeds_for_half_width(3.0, 1.5) == 18
+    assert seeds_for_half_width(0.0, 1.5) == 2
+    assert seeds_for_half_width(100.0, 1.5, max_seeds=50) == 51
+    with pytest.raises(ValueError, match="target > 0"):
+        seeds_for_half_width(1.0, 0.0)

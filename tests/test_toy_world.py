@@ -313,6 +313,7 @@ def test_toy_ablation_resumes_without_rerunning_finished_runs(tmp_path, capsys):
     assert "ΔhIoU vs hungarian [95% CI]" in table and "+0.00 [+0.00, +0.00]" in table
     assert "red checkered object" in table and "blue speckled background" in table  # unseen IoU table
     assert "hIoU eval SE" in table and "boundary F" in table and "U px as seen" in table  # diagnostics
+    assert "Noise of hIoU" in table and "seeds for ±1.5" in table
     assert all(rerun[s]["eval_se"]["hIoU"] is not None for s in ("0", "1", "2"))
     # an override changes the key: that run is not read back
     assert toy_ablation.read_finished(str(out / "hungarian" / "seed0"), "another-key") is None

@@ -57,7 +57,7 @@ import zsmask.data  # noqa: F401  (registers toy_world_*)
 from detectron2.data import MetadataCatalog
 
 from zsmask.engine import build_config
-from zsmask.evaluation import paired_difference
+from zsmask.evaluation import paired_difference, seeds_for_half_width
 from zsmask.toy import prepare_toy_world
 from zsmask.utils import Progress, atomic_write_text, sha256_file
 
@@ -218,6 +218,36 @@ def diagnostics_table(runs: dict, baseline: str = None) -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
+def noise_table(runs: dict, baseline: str, metric: str = "hIoU", target: float = 1.5) -> str:
+    """Markdown table of where ``metric``'s noise comes from, one row per method: its standard
+    deviation over seeds, the mean bootstrap standard error of one evaluation over test images
+    (``eval SE``) and what is left for the training seed (sqrt(sd^2 - eval SE^2)); against
+    ``baseline`` over the shared seeds, the correlation of the two rows' per-seed values, the
+    standard deviation of the per-seed difference, the 95% half-width it gives and the seeds a
+    ``target`` half-width would need at that standard deviation."""
+    rows = []
+    base = {s: r[metric] for s, r in runs[baseline].items()}
+    for method, per_seed in runs.items():
+        values = {s: r[metric] for s, r in per_seed.items()}
+        sd = np.std(list(values.values()), ddof=1) if len(values) > 1 else float("nan")
+        ses = [r.get("eval_se", {}).get(metric) for r in per_seed.values()]
+        ses = [v for v in ses if v is not None]
+        se = float(np.sqrt(np.mean(np.square(ses)))) if ses else float("nan")
+        row = [method, len(values), f"{sd:.2f}", f"{se:.2f}", f"{np.sqrt(max(sd ** 2 - se ** 2, 0.0)):.2f}"]
+        shared = sorted(set(values) & set(base))
+        if method != baseline and len(shared) > 2:
+            x, y = np.array([values[s] for s in shared]), np.array([base[s] for s in shared])
+            sd_d = float(np.std(x - y, ddof=1))
+            row += [f"{np.corrcoef(x, y)[0, 1]:+.2f}", f"{sd_d:.2f}",
+                    f"{paired_difference(values, base).half_width:.2f}", seeds_for_half_width(sd_d, target)]
+        else:
+            row += ["-"] * 4
+        rows.append(row)
+    headers = ["method", "seeds", f"{metric} sd", "eval SE", "seed sd", f"corr with {baseline}", "sd of Δ",
+               "95% half-width", f"seeds for ±{target}"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
 def _diagnostics_line(result: dict) -> str:
     values = result.get("diagnostics", {})
     return ", ".join(f"{label} {values[k]:.1f}" for k, label in DIAGNOSTICS if values.get(k) is not None)
@@ -308,6 +338,9 @@ def main(argv=None) -> int:
     text = (f"{header}\n\n{table}\n\nUnseen classes, IoU (mean over seeds):\n\n{classes}\n\n"
             f"Diagnostics (mean over seeds; U px: share of unseen ground-truth pixels predicted as the right "
             f"unseen class, another unseen class, a seen class, no class):\n\n{diagnostics}\n")
+    if args.baseline:
+        text += (f"\nNoise of hIoU (eval SE: root mean square of the runs' bootstrap SE over test images; "
+                 f"seed sd = sqrt(sd^2 - eval SE^2)):\n\n{noise_table(runs, args.baseline)}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.json"), json.dumps(
         {"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "baseline": args.baseline,

@@ -7,6 +7,8 @@ interval is Student's t over the n differences:
     mean(d) +- t_{(1 + confidence) / 2, n - 1} * sd(d) / sqrt(n),   sd with ddof = 1.
 
 Only seeds present in both are paired; fewer than two give no interval.
+:func:`seeds_for_half_width` turns a measured sd(d) into the number of seeds a target
+half-width needs (for planning a protocol).
 """
 import math
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import Mapping
 import numpy as np
 from scipy import stats
 
-__all__ = ["PairedDifference", "paired_difference"]
+__all__ = ["PairedDifference", "paired_difference", "seeds_for_half_width"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,16 @@ def paired_difference(x: Mapping, y: Mapping, confidence: float = 0.95) -> Paire
         return PairedDifference(mean, math.nan, math.nan, len(d), confidence)
     half = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
     return PairedDifference(mean, mean - half, mean + half, len(d), confidence)
+
+
+def seeds_for_half_width(sd: float, target: float, confidence: float = 0.95, max_seeds: int = 1000) -> int:
+    """Fewest seeds n >= 2 whose interval half-width t_{(1 + confidence) / 2, n - 1} * sd / sqrt(n)
+    is at most ``target``, for per-seed differences of standard deviation ``sd``; ``max_seeds + 1``
+    when even ``max_seeds`` is not enough."""
+    if not sd >= 0 or not target > 0:
+        raise ValueError(f"need sd >= 0 and target > 0, got sd={sd}, target={target}")
+    quantile = (1 + confidence) / 2
+    for n in range(2, max_seeds + 1):
+        if stats.t.ppf(quantile, n - 1) * sd / math.sqrt(n) <= target:
+            return n
+    return max_seeds + 1
