@@ -103,3 +103,18 @@ def test_bootstrap_standard_error_matches_the_resampling_distribution():
     assert se["x"] == pytest.approx(np.sqrt(2), rel=0.05)
     same = np.stack([np.eye(3, dtype=np.int64)] * 5)
     assert bootstrap_standard_errors(same, lambda c: {"x": float(c.trace())}, ["x"])["x"] == 0.0
+
+
+def test_paired_bootstrap_cancels_what_two_models_share_per_image():
+    from zsmask.evaluation.diagnostics import bootstrap_standard_errors, paired_bootstrap_standard_errors
+
+    metric = lambda c: {"x": float(c[0, 0])}  # noqa: E731  (the summed count: linear, so exact)
+    a = np.array([[[1]], [[3]], [[10]]])
+    b = np.array([[[0]], [[3]], [[10]]])  # per-image differences (1, 0, 0)
+    se = paired_bootstrap_standard_errors(a, b, metric, ["x"], resamples=4000)
+    # the difference sums 3 draws of {1, 0, 0}: binomial(3, 1/3) -> std sqrt(3 * 1/3 * 2/3) = sqrt(2/3)
+    assert se["x"] == pytest.approx(np.sqrt(2 / 3), rel=0.05)
+    assert bootstrap_standard_errors(a, metric, ["x"], resamples=4000)["x"] > 3 * se["x"]  # scene difficulty
+    assert paired_bootstrap_standard_errors(a, a, metric, ["x"])["x"] == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        paired_bootstrap_standard_errors(a, b[:2], metric, ["x"])

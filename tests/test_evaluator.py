@@ -158,3 +158,25 @@ def test_confusion_matrices_gathered_across_processes(tmp_path, unique_name):
     assert set(gathered) == set(single)
     for k, v in single.items():
         assert gathered[k] == pytest.approx(v, nan_ok=True)
+
+
+def test_per_image_confusion_matrices_are_saved_with_bootstrap(tmp_path, unique_name):
+    gts = [np.array([[0, 0], [1, 1]], np.uint8), np.array([[2, 2], [255, 1]], np.uint8)]
+    preds = [np.array([[0, 1], [1, 1]]), np.array([[2, 0], [2, 1]])]
+    img, lab = write_sem_seg_folder(tmp_path, gts)
+    split = register_zero_shot_split(unique_name, ["a", "b", "c"], ["c"], test=SemSegFolder(img, lab))
+    out = tmp_path / "eval"
+    ev = GeneralizedZeroShotSemSegEvaluator(split.test, distributed=False, output_dir=str(out), bootstrap=20)
+    dataset = DatasetCatalog.get(split.test)
+    res = _run(ev, dataset, preds)
+    saved = np.load(ev.per_image_path())
+    assert list(saved["file_names"]) == [rec["file_name"] for rec in dataset]
+    first = np.zeros((4, 4), np.int32)  # [pred, gt]; index 3 is the ignore column
+    first[0, 0], first[1, 0], first[1, 1] = 1, 1, 2
+    second = np.zeros((4, 4), np.int32)
+    second[2, 2], second[0, 2], second[2, 3], second[1, 1] = 1, 1, 1, 1
+    assert np.array_equal(saved["confusion"], np.stack([first, second]))
+    assert res["hIoU_bootstrap_se"] >= 0
+    _run(GeneralizedZeroShotSemSegEvaluator(split.test, distributed=False, output_dir=str(tmp_path / "plain")),
+         dataset, preds)
+    assert not (tmp_path / "plain" / f"per_image_confusion_{split.test}.npz").exists()  # only with bootstrap

@@ -2,25 +2,51 @@
 import os
 import sys
 
+import numpy as np
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 
-def _runs():
-    def run(value, se=1.0):
-        return {"hIoU": value, "eval_se": {"hIoU": se}}
-    return {"base": {0: run(10.0), 1: run(12.0), 2: run(14.0)},
-            "other": {0: run(11.0, 0.0), 1: run(12.0, 0.0), 2: run(16.0, 0.0)}}
+def _runs(per_image=(None, None)):
+    def run(value, se, path):
+        return {"hIoU": value, "eval_se": {"hIoU": se}, "per_image_confusion": path}
+    return {"base": {0: run(10.0, 1.0, per_image[0]), 1: run(12.0, 1.0, per_image[0]), 2: run(14.0, 1.0, per_image[0])},
+            "other": {0: run(11.0, 0.0, per_image[1]), 1: run(12.0, 0.0, per_image[1]), 2: run(16.0, 0.0, per_image[1])}}
+
+
+def _cells(table):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
 
 
 def test_noise_table_equals_a_hand_computation():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     import toy_ablation
 
-    lines = toy_ablation.noise_table(_runs(), "base").splitlines()
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
-    # base: values 10, 12, 14 -> sd 2; eval SE 1 -> seed sd sqrt(4 - 1) = 1.73; no pair with itself
-    assert cells[0] == ["base", "3", "2.00", "1.00", "1.73", "-", "-", "-", "-"]
-    # other: 11, 12, 16 -> sd 2.65; eval SE 0; d = (1, 0, 2) -> sd 1; corr 10 / sqrt(14 * 8) = 0.945;
+    cells = _cells(toy_ablation.noise_table(_runs(), "base"))
+    # base: values 10, 12, 14 -> sd 2; eval SE 1; no pair with itself
+    assert cells[0] == ["base", "3", "2.00", "1.00"] + ["-"] * 6
+    # other: 11, 12, 16 -> sd 2.65; d = (1, 0, 2) -> sd 1; corr 10 / sqrt(14 * 8) = 0.945;
     # half-width t_{0.975, 2} / sqrt(3) = 2.48; seeds for 1.5 at sd 1: n = 5 (t_{0.975, 4} / sqrt(5) = 1.24,
-    # n = 4 gives 3.18 / 2 = 1.59)
-    assert cells[1] == ["other", "3", "2.65", "0.00", "2.65", "+0.94", "1.00", "2.48", "5"]
+    # n = 4 gives 3.18 / 2 = 1.59); no per-image matrices -> no paired eval SE
+    assert cells[1] == ["other", "3", "2.65", "0.00", "+0.94", "1.00", "2.48", "5", "-", "-"]
+
+
+def test_noise_table_splits_the_paired_difference_with_per_image_matrices(tmp_path):
+    import toy_ablation
+
+    names = np.array(["a.png", "b.png", "c.png"])
+    paths = []
+    for name, counts in (("base", [0, 3, 10]), ("other", [1, 3, 10])):  # per-image differences (1, 0, 0)
+        path = tmp_path / f"{name}.npz"
+        np.savez_compressed(path, confusion=np.array(counts, np.int32).reshape(3, 1, 1), file_names=names)
+        paths.append(str(path))
+    metric = lambda c: {"hIoU": float(c[0, 0])}  # noqa: E731  (the summed count: linear)
+    cells = _cells(toy_ablation.noise_table(_runs(paths), "base", metric_fn=metric))
+    # the difference sums 3 draws of {1, 0, 0}: std sqrt(2/3) = 0.82; training sd sqrt(1 - 2/3) = 0.58
+    assert float(cells[1][8]) == pytest.approx(np.sqrt(2 / 3), rel=0.15)
+    assert float(cells[1][9]) == pytest.approx(np.sqrt(1 - float(cells[1][8]) ** 2), abs=0.01)
+
+    np.savez_compressed(paths[1], confusion=np.ones((3, 1, 1), np.int32), file_names=names[::-1])
+    with pytest.raises(ValueError, match="different images"):
+        toy_ablation.noise_table(_runs(paths), "base", metric_fn=metric)

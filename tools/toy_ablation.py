@@ -36,6 +36,7 @@ trained (one per seed) with inference-only overrides, e.g. Split Matching's rand
 ``--eval-variant sm_mfe_rq sm_mfe MODEL.ZSMASK.RANDOM_QUERIES.NUM 8`` (its train time is METHOD's).
 """
 import argparse
+import functools
 import glob
 import hashlib
 import json
@@ -57,7 +58,8 @@ import zsmask.data  # noqa: F401  (registers toy_world_*)
 from detectron2.data import MetadataCatalog
 
 from zsmask.engine import build_config
-from zsmask.evaluation import paired_difference, seeds_for_half_width
+from zsmask.evaluation import paired_difference, seeds_for_half_width, zero_shot_metrics
+from zsmask.evaluation.diagnostics import paired_bootstrap_standard_errors
 from zsmask.toy import prepare_toy_world
 from zsmask.utils import Progress, atomic_write_text, sha256_file
 
@@ -116,6 +118,36 @@ def read_finished(output_dir: str, key: str):
     return saved["result"] if saved.get("key") == key else None
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the repository when inside it (results files stay machine-neutral)."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def _load_per_image(result: dict):
+    """The run's per-image confusion matrices ``(N, C + 1, C + 1)`` and file names, or None."""
+    path = result.get("per_image_confusion")
+    if not path:
+        return None
+    path = path if os.path.isabs(path) else os.path.join(ROOT, path)
+    if not os.path.isfile(path):
+        return None
+    with np.load(path) as saved:
+        return saved["confusion"], list(saved["file_names"])
+
+
+def paired_eval_se(a: dict, b: dict, metric_fn, metric: str = "hIoU"):
+    """Bootstrap standard error over test images of ``metric`` of run ``a`` minus run ``b`` on
+    the same images (:func:`~zsmask.evaluation.diagnostics.paired_bootstrap_standard_errors`),
+    or None when either run's per-image matrices are missing."""
+    loaded_a, loaded_b = _load_per_image(a), _load_per_image(b)
+    if loaded_a is None or loaded_b is None:
+        return None
+    if loaded_a[1] != loaded_b[1]:
+        raise ValueError("the two runs were evaluated on different images; their difference cannot be paired")
+    return paired_bootstrap_standard_errors(loaded_a[0], loaded_b[0], metric_fn, [metric])[metric]
+
+
 def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
             eval_weights: str = "", before_training=None) -> dict:
     """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
@@ -127,7 +159,10 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     cfg = build_config(config_file, overrides)
     key = run_key(cfg, eval_weights)
     finished = read_finished(output_dir, key)
+    per_image = os.path.join(output_dir, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
     if finished is not None:
+        if not finished.get("per_image_confusion") and os.path.isfile(per_image):
+            finished["per_image_confusion"] = _relative(per_image)  # saved by an evaluator newer than the run
         return dict(finished, reused=True)
     if before_training is not None:
         before_training()
@@ -149,7 +184,8 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     diagnostics = {k: (None if metrics.get(k) is None else float(metrics[k])) for k, _ in DIAGNOSTICS}
     eval_se = {k: metrics.get(f"{k}_bootstrap_se") for k, _ in METRICS}
     result = dict({k: float(metrics[k]) for k, _ in METRICS}, per_class_iou=per_class, test_set=test_set,
-                  train_seconds=float(seconds), wall_seconds=wall, diagnostics=diagnostics, eval_se=eval_se)
+                  train_seconds=float(seconds), wall_seconds=wall, diagnostics=diagnostics, eval_se=eval_se,
+                  per_image_confusion=_relative(per_image) if os.path.isfile(per_image) else None)
     atomic_write_text(os.path.join(output_dir, "result.json"), json.dumps({"key": key, "result": result}, indent=1))
     return dict(result, reused=False)
 
@@ -218,33 +254,44 @@ def diagnostics_table(runs: dict, baseline: str = None) -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
-def noise_table(runs: dict, baseline: str, metric: str = "hIoU", target: float = 1.5) -> str:
-    """Markdown table of where ``metric``'s noise comes from, one row per method: its standard
-    deviation over seeds, the mean bootstrap standard error of one evaluation over test images
-    (``eval SE``) and what is left for the training seed (sqrt(sd^2 - eval SE^2)); against
-    ``baseline`` over the shared seeds, the correlation of the two rows' per-seed values, the
-    standard deviation of the per-seed difference, the 95% half-width it gives and the seeds a
-    ``target`` half-width would need at that standard deviation."""
+def noise_table(runs: dict, baseline: str, metric: str = "hIoU", target: float = 1.5, metric_fn=None) -> str:
+    """Markdown table of where ``metric``'s noise comes from, one row per method.
+
+    Per row: its standard deviation over seeds, the root mean square of one evaluation's
+    bootstrap standard error over test images (``eval SE``: scene sampling, most of it the
+    scenes' own difficulty, which every model on the fixed test set shares). Against
+    ``baseline``, over the shared seeds: the correlation of the two rows' per-seed values, the
+    standard deviation of the per-seed difference Δ, the 95% half-width it gives, the seeds a
+    ``target`` half-width would need at that standard deviation, and with ``metric_fn`` (conf ->
+    metrics) and saved per-image matrices the paired bootstrap SE of Δ over test images (what
+    more test scenes would remove from sd of Δ) and what is left for training (sqrt(sd^2 - SE^2)).
+    """
     rows = []
-    base = {s: r[metric] for s, r in runs[baseline].items()}
+    base_runs = runs[baseline]
+    base = {s: r[metric] for s, r in base_runs.items()}
     for method, per_seed in runs.items():
         values = {s: r[metric] for s, r in per_seed.items()}
         sd = np.std(list(values.values()), ddof=1) if len(values) > 1 else float("nan")
         ses = [r.get("eval_se", {}).get(metric) for r in per_seed.values()]
         ses = [v for v in ses if v is not None]
-        se = float(np.sqrt(np.mean(np.square(ses)))) if ses else float("nan")
-        row = [method, len(values), f"{sd:.2f}", f"{se:.2f}", f"{np.sqrt(max(sd ** 2 - se ** 2, 0.0)):.2f}"]
+        row = [method, len(values), f"{sd:.2f}", f"{np.sqrt(np.mean(np.square(ses))):.2f}" if ses else "-"]
         shared = sorted(set(values) & set(base))
         if method != baseline and len(shared) > 2:
             x, y = np.array([values[s] for s in shared]), np.array([base[s] for s in shared])
             sd_d = float(np.std(x - y, ddof=1))
             row += [f"{np.corrcoef(x, y)[0, 1]:+.2f}", f"{sd_d:.2f}",
                     f"{paired_difference(values, base).half_width:.2f}", seeds_for_half_width(sd_d, target)]
+            pair_se = [paired_eval_se(per_seed[s], base_runs[s], metric_fn, metric) for s in shared] if metric_fn else []
+            if pair_se and all(v is not None for v in pair_se):
+                se_d = float(np.sqrt(np.mean(np.square(pair_se))))
+                row += [f"{se_d:.2f}", f"{np.sqrt(max(sd_d ** 2 - se_d ** 2, 0.0)):.2f}"]
+            else:
+                row += ["-"] * 2
         else:
-            row += ["-"] * 4
+            row += ["-"] * 6
         rows.append(row)
-    headers = ["method", "seeds", f"{metric} sd", "eval SE", "seed sd", f"corr with {baseline}", "sd of Δ",
-               "95% half-width", f"seeds for ±{target}"]
+    headers = ["method", "seeds", f"{metric} sd", "eval SE", f"corr with {baseline}", "sd of Δ",
+               "95% half-width", f"seeds for ±{target}", "eval SE of Δ", "training sd of Δ"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -339,8 +386,13 @@ def main(argv=None) -> int:
             f"Diagnostics (mean over seeds; U px: share of unseen ground-truth pixels predicted as the right "
             f"unseen class, another unseen class, a seen class, no class):\n\n{diagnostics}\n")
     if args.baseline:
-        text += (f"\nNoise of hIoU (eval SE: root mean square of the runs' bootstrap SE over test images; "
-                 f"seed sd = sqrt(sd^2 - eval SE^2)):\n\n{noise_table(runs, args.baseline)}\n")
+        meta = MetadataCatalog.get(next(iter(runs[rows[0]].values()))["test_set"])
+        metric_fn = functools.partial(zero_shot_metrics, seen_ids=list(meta.seen_classes),
+                                      unseen_ids=list(meta.unseen_classes))
+        text += ("\nNoise of hIoU (eval SE: root mean square of each run's bootstrap SE over test images; "
+                 "eval SE of Δ: the same for the paired difference, both models resampled on the same images; "
+                 "training sd of Δ = sqrt(sd of Δ^2 - eval SE of Δ^2)):\n\n"
+                 f"{noise_table(runs, args.baseline, metric_fn=metric_fn)}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.json"), json.dumps(
         {"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "baseline": args.baseline,

@@ -9,7 +9,8 @@
   the dataset): SAZS's boundary loss is meant to sharpen exactly these.
 * **Bootstrap over test scenes**: the standard error of a metric from resampling the test
   images with replacement (per-image confusion matrices summed over each resample): the
-  evaluation's share of a run's noise, apart from the training seed's.
+  evaluation's share of a run's noise, apart from the training seed's; and of the difference
+  of two models on the same images (paired: the scenes' own difficulty cancels).
 * **Class-indicator AUROC**: how well AlignZeg's class indicator (Eq. 5) separates proposals
   lying on unseen regions from proposals on seen regions; proposals are assigned to the ground
   truth region they overlap most (IoU), and split into those with IoU >= 0.5 and the rest.
@@ -30,6 +31,7 @@ __all__ = [
     "auroc",
     "summarise",
     "bootstrap_standard_errors",
+    "paired_bootstrap_standard_errors",
 ]
 
 UNSEEN_OUTCOMES = ("right_unseen", "other_unseen", "seen", "no_class")
@@ -159,6 +161,29 @@ def summarise(outcomes: np.ndarray, boundary: np.ndarray, indicator: Dict[str, l
     return out
 
 
+def _bootstrap_draws(per_images: Sequence[np.ndarray], metric_fn, keys: Sequence[str], resamples: int,
+                     seed: int) -> Dict[str, np.ndarray]:
+    """``{key: (resamples, len(per_images))}`` metric values, every set of per-image matrices
+    resampled with the same image draws (NaN where a resample's metric is not finite)."""
+    rng = np.random.RandomState(seed)
+    n = per_images[0].shape[0]
+    flats = [p.reshape(n, -1) for p in per_images]
+    values = {k: np.full((resamples, len(per_images)), np.nan) for k in keys}
+    for r in range(resamples):
+        counts = np.bincount(rng.randint(n, size=n), minlength=n)
+        for j, flat in enumerate(flats):
+            metrics = metric_fn((counts @ flat).reshape(per_images[j].shape[1:]))
+            for k in keys:
+                if np.isfinite(metrics[k]):
+                    values[k][r, j] = metrics[k]
+    return values
+
+
+def _std_of_finite(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
 def bootstrap_standard_errors(per_image: np.ndarray, metric_fn, keys: Sequence[str], resamples: int = 200,
                               seed: int = 0) -> Dict[str, float]:
     """Standard errors of ``metric_fn(conf)[key]`` over test-image resamples.
@@ -167,14 +192,18 @@ def bootstrap_standard_errors(per_image: np.ndarray, metric_fn, keys: Sequence[s
     N images with replacement (seeded), sums their matrices and evaluates ``metric_fn``
     (e.g. ``zero_shot_metrics`` with fixed class ids). Returns ``{key: std over resamples}``
     (NaN values of a resample, e.g. a class absent from it, are left out of that key)."""
-    rng = np.random.RandomState(seed)
-    n = per_image.shape[0]
-    flat = per_image.reshape(n, -1)
-    values = {k: [] for k in keys}
-    for _ in range(resamples):
-        counts = np.bincount(rng.randint(n, size=n), minlength=n)
-        metrics = metric_fn((counts @ flat).reshape(per_image.shape[1:]))
-        for k in keys:
-            if np.isfinite(metrics[k]):
-                values[k].append(metrics[k])
-    return {k: (float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")) for k, v in values.items()}
+    draws = _bootstrap_draws([per_image], metric_fn, keys, resamples, seed)
+    return {k: _std_of_finite(v[:, 0]) for k, v in draws.items()}
+
+
+def paired_bootstrap_standard_errors(per_image_a: np.ndarray, per_image_b: np.ndarray, metric_fn,
+                                     keys: Sequence[str], resamples: int = 200, seed: int = 0) -> Dict[str, float]:
+    """Standard errors of the difference ``metric(a) - metric(b)`` of two models evaluated on
+    the same N test images (``(N, C + 1, C + 1)`` each, image i the same scene in both), over
+    resamples that draw the same images for both: the share of a paired difference that more
+    test scenes would remove. What the two models share per image (a scene's difficulty)
+    cancels, unlike in either model's own standard error."""
+    if per_image_a.shape != per_image_b.shape:
+        raise ValueError(f"per-image matrices differ in shape: {per_image_a.shape} vs {per_image_b.shape}")
+    draws = _bootstrap_draws([per_image_a, per_image_b], metric_fn, keys, resamples, seed)
+    return {k: _std_of_finite(v[:, 0] - v[:, 1]) for k, v in draws.items()}

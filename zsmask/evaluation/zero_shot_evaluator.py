@@ -137,6 +137,7 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         self._boundary = np.zeros(4, dtype=np.int64)
         self._indicator = {"scores": [], "on_unseen": [], "matched": []}
         self._per_image = []
+        self._file_names = []
 
     def _gt(self, inp) -> np.ndarray:
         if "sem_seg_file_name" in inp:
@@ -172,6 +173,7 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
             self._conf += conf
             if self.bootstrap:
                 self._per_image.append(conf)
+                self._file_names.append(str(inp.get("file_name", "")))
 
     def _add_proposals(self, proposals: Dict[str, torch.Tensor], gt: np.ndarray) -> None:
         """Records for the indicator AUROC: ``proposals["masks"]`` (Q, H, W) bool at the ground
@@ -182,7 +184,7 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         self._indicator["matched"].append(matched[valid])
 
     def evaluate(self):
-        state = (self._conf, self._outcomes, self._boundary, self._indicator, self._per_image)
+        state = (self._conf, self._outcomes, self._boundary, self._indicator, self._per_image, self._file_names)
         if self._distributed:
             comm.synchronize()
             gathered = comm.all_gather(state)
@@ -194,6 +196,7 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
                 np.sum(np.stack([g[2] for g in gathered]), axis=0),
                 {k: [x for g in gathered for x in g[3][k]] for k in self._indicator},
                 [x for g in gathered for x in g[4]],
+                [x for g in gathered for x in g[5]],
             )
         conf = state[0]
         m = zero_shot_metrics(conf, self.seen_ids, self.unseen_ids)
@@ -215,11 +218,26 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         self._logger.info("\n" + self.format_table(m))
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
+            if self.bootstrap and state[4]:
+                self._save_per_image(np.stack(state[4]), state[5])
             path = os.path.join(self._output_dir, f"zero_shot_sem_seg_{self.dataset_name}.json")
             with open(path + ".tmp", "w") as f:
                 json.dump({k: (None if np.isnan(v) else v) for k, v in res.items()}, f, indent=1)
             os.replace(path + ".tmp", path)
         return OrderedDict(sem_seg=res)
+
+    def per_image_path(self) -> str:
+        """``<output_dir>/per_image_confusion_<dataset>.npz``: with ``bootstrap``, the per-image
+        confusion matrices ``confusion`` (N, C + 1, C + 1) int32 in the order of ``file_names``,
+        for paired bootstraps of two models on the same images
+        (:func:`~.diagnostics.paired_bootstrap_standard_errors`)."""
+        return os.path.join(self._output_dir, f"per_image_confusion_{self.dataset_name}.npz")
+
+    def _save_per_image(self, per_image: np.ndarray, file_names: List[str]) -> None:
+        path = self.per_image_path()
+        with open(path + ".tmp", "wb") as f:
+            np.savez_compressed(f, confusion=per_image.astype(np.int32), file_names=np.array(file_names))
+        os.replace(path + ".tmp", path)
 
     def format_table(self, m: Dict[str, object]) -> str:
         """Per-class table (class, seen/unseen, IoU, Acc) followed by the summary rows."""
