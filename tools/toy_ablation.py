@@ -161,10 +161,9 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     key = run_key(cfg, eval_weights)
     finished = read_finished(output_dir, key)
     per_image = os.path.join(output_dir, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
-    if finished is not None:
-        if not finished.get("per_image_confusion") and os.path.isfile(per_image):
-            finished["per_image_confusion"] = _relative(per_image)  # saved by an evaluator newer than the run
-        return dict(finished, reused=True)
+    per_image_entry = lambda: _relative(per_image) if os.path.isfile(per_image) else None  # noqa: E731
+    if finished is not None:  # the matrices may postdate the run (re-evaluated from its weights)
+        return dict(finished, per_image_confusion=per_image_entry(), reused=True)
     if before_training is not None:
         before_training()
     os.makedirs(output_dir, exist_ok=True)
@@ -186,7 +185,7 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     eval_se = {k: metrics.get(f"{k}_bootstrap_se") for k, _ in METRICS}
     result = dict({k: float(metrics[k]) for k, _ in METRICS}, per_class_iou=per_class, test_set=test_set,
                   train_seconds=float(seconds), wall_seconds=wall, diagnostics=diagnostics, eval_se=eval_se,
-                  per_image_confusion=_relative(per_image) if os.path.isfile(per_image) else None)
+                  per_image_confusion=per_image_entry())
     atomic_write_text(os.path.join(output_dir, "result.json"), json.dumps({"key": key, "result": result}, indent=1))
     return dict(result, reused=False)
 

@@ -52,8 +52,13 @@ def paired_difference(x: Mapping, y: Mapping, confidence: float = 0.95) -> Paire
     mean = float(d.mean())
     if len(d) < 2:
         return PairedDifference(mean, math.nan, math.nan, len(d), confidence)
-    half = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    half = _half_width(float(d.std(ddof=1)), len(d), confidence)
     return PairedDifference(mean, mean - half, mean + half, len(d), confidence)
+
+
+def _half_width(sd: float, n: int, confidence: float) -> float:
+    """t_{(1 + confidence) / 2, n - 1} * sd / sqrt(n)."""
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n))
 
 
 def seeds_for_half_width(sd: float, target: float, confidence: float = 0.95, max_seeds: int = 1000) -> int:
@@ -62,8 +67,7 @@ def seeds_for_half_width(sd: float, target: float, confidence: float = 0.95, max
     when even ``max_seeds`` is not enough."""
     if not sd >= 0 or not target > 0:
         raise ValueError(f"need sd >= 0 and target > 0, got sd={sd}, target={target}")
-    quantile = (1 + confidence) / 2
     for n in range(2, max_seeds + 1):
-        if stats.t.ppf(quantile, n - 1) * sd / math.sqrt(n) <= target:
+        if _half_width(sd, n, confidence) <= target:
             return n
     return max_seeds + 1
