@@ -16,10 +16,17 @@ holds the per-class IoU of the unseen classes, a third the evaluation diagnostic
 pixels go, boundary F-score, class-indicator AUROC; :mod:`zsmask.evaluation.diagnostics`). Raw numbers and the tables go to
 ``<results-dir>/<name>.json`` and ``<name>.md`` (committed where they back a README table).
 
-Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir``, keyed
-by a hash of its full config (and, for evaluation variants, of the weights file); a rerun reads
-it back instead of training again, so a long ablation can span sessions. A changed config,
-budget or override reruns only the runs it touches.
+Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir`` and a
+copy in the run store ``<results-dir>/runs/<row>/seed<k>.json`` (with its per-image confusion
+matrices beside it, ``.npz``), keyed by a hash of its full config (and, for evaluation variants,
+of the trained run's key); a rerun reads either back instead of training again, so a long
+ablation spans sessions once the store is committed. A changed config, budget or override reruns
+only the runs it touches. An evaluation variant whose trained weights are gone (a fresh
+checkout) retrains its method's seed first.
+
+``--jobs 2 --threads 1`` runs two trainings at once, one thread each: about 1.4x the throughput
+of one two-thread training on 2 cores, but their train times are then not measurements of one
+training alone (the table says so).
 
 The toy world and the budget are fixed before any method is run and are the same for all of
 them: nothing here is tuned per method. By default every ``configs/toy/*.yaml`` except the
@@ -37,6 +44,7 @@ trained (one per seed) with inference-only overrides, e.g. Split Matching's rand
 ``--eval-variant sm_mfe_rq sm_mfe MODEL.ZSMASK.RANDOM_QUERIES.NUM 8`` (its train time is METHOD's).
 """
 import argparse
+import concurrent.futures
 import functools
 import glob
 import hashlib
@@ -46,6 +54,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import warnings
 import time
 
@@ -62,7 +71,7 @@ from zsmask.engine import build_config
 from zsmask.evaluation import paired_difference, seeds_for_half_width, zero_shot_metrics
 from zsmask.evaluation.diagnostics import paired_bootstrap_standard_errors
 from zsmask.toy import prepare_toy_world
-from zsmask.utils import Progress, atomic_write_text, sha256_file
+from zsmask.utils import Progress, atomic_write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = (("mIoU_seen", "mIoU(S)"), ("mIoU_unseen", "mIoU(U)"), ("hIoU", "hIoU"))
@@ -99,18 +108,55 @@ def _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights
     return command, overrides
 
 
-def run_key(cfg, eval_weights: str = "") -> str:
+def run_key(cfg, trained_key: str = "") -> str:
     """Hash of everything a run's result depends on: its full merged config ``cfg`` (so edits of
-    a base config count) and, for an evaluation-only run, the weights file's content."""
+    a base config count) and, for an evaluation-only run, the key of the run that trained its
+    weights."""
     digest = hashlib.sha256(cfg.dump().encode())
-    if eval_weights:
-        digest.update(sha256_file(eval_weights).encode())
+    if trained_key:
+        digest.update(trained_key.encode())
     return digest.hexdigest()[:16]
 
 
-def read_finished(output_dir: str, key: str):
-    """The result a previous run with this ``key`` left in ``output_dir``, or None."""
-    path = os.path.join(output_dir, "result.json")
+class RunStore:
+    """Finished runs kept in the results folder, so that they outlive the run folders:
+    ``<root>/<row>/seed<k>.json`` (``{"key", "result"}``) and ``seed<k>.npz`` (the per-image
+    confusion matrices as int32, zlib-compressed). Paths inside results are repository-relative."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def _paths(self, row: str, seed: int):
+        base = os.path.join(self.root, row, f"seed{seed}")
+        return base + ".json", base + ".npz"
+
+    def get(self, row: str, seed: int, key: str):
+        """The stored result of (row, seed) if it was made with ``key``, else None."""
+        record, matrices = self._paths(row, seed)
+        found = read_finished(record, key)
+        if found is None:
+            return None
+        return dict(found, per_image_confusion=_relative(matrices) if os.path.isfile(matrices) else None)
+
+    def put(self, row: str, seed: int, key: str, result: dict) -> dict:
+        """Store ``result`` (and a copy of its per-image matrices); returns it pointing at the copy."""
+        record, matrices = self._paths(row, seed)
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        loaded = _load_per_image(result)
+        if loaded is not None:
+            partial = matrices + ".partial.npz"
+            np.savez_compressed(partial, confusion=loaded[0].astype(np.int32), file_names=np.array(loaded[1]))
+            os.replace(partial, matrices)
+        result = dict(result, per_image_confusion=_relative(matrices) if loaded is not None else None)
+        atomic_write_text(record, json.dumps({"key": key, "result": result}, indent=1))
+        return result
+
+
+def read_finished(path: str, key: str):
+    """The result a previous run with this ``key`` left in ``path`` (a ``result.json`` file, or
+    the run folder holding one), or None."""
+    if os.path.isdir(path) or not path.endswith(".json"):
+        path = os.path.join(path, "result.json")
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
@@ -149,27 +195,51 @@ def paired_eval_se(a: dict, b: dict, metric_fn, metric: str = "hIoU"):
     return paired_bootstrap_standard_errors(loaded_a[0], loaded_b[0], metric_fn, [metric])[metric]
 
 
-def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
-            eval_weights: str = "", before_training=None) -> dict:
-    """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
-    ``<output_dir>/log.txt``); return its GZS3 metrics, the IoU per class and the training time.
-    With ``eval_weights`` only evaluate those weights (the training time is then read from their
-    folder's log). A finished run with the same key is read back, not rerun (``reused`` True);
-    otherwise ``before_training()`` is called first, when given."""
+def _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights="", trained_key=""):
+    """The ``train_net.py`` command of a run, its merged config and its key."""
     command, overrides = _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights)
     cfg = build_config(config_file, overrides)
-    key = run_key(cfg, eval_weights)
+    return command, cfg, run_key(cfg, trained_key)
+
+
+def find_finished(output_dir: str, key: str, per_image: str, store=None, row: str = "", seed: int = 0):
+    """A finished run's result: from ``output_dir/result.json`` (then also copied into ``store``
+    if missing there; its ``per_image`` matrices may postdate the run, re-evaluated from its
+    weights) or from ``store``; None when neither holds one made with ``key``."""
     finished = read_finished(output_dir, key)
+    if finished is not None:
+        finished = dict(finished, per_image_confusion=_relative(per_image) if os.path.isfile(per_image) else None)
+        if store is not None and store.get(row, seed, key) is None:
+            finished = store.put(row, seed, key, finished)
+        return finished
+    return store.get(row, seed, key) if store is not None else None
+
+
+def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
+            eval_weights: str = "", trained_key: str = "", before_training=None, store=None, row: str = "",
+            threads: int = 0, force: bool = False) -> dict:
+    """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
+    ``<output_dir>/log.txt``); return its GZS3 metrics, the IoU per class, the training time and
+    the run's ``key``. With ``eval_weights`` only evaluate those weights, trained by the run whose
+    key is ``trained_key`` (the training time is then read from their folder's log). A finished
+    run with the same key, in ``output_dir`` or in ``store`` under (``row``, ``seed``), is read
+    back, not rerun (``reused`` True); otherwise ``before_training()`` is called first, when
+    given. ``threads`` > 0 sets the subprocess's torch / OpenMP threads; ``force`` reruns a
+    finished run (to remake its weights)."""
+    command, cfg, key = _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights, trained_key)
     per_image = os.path.join(output_dir, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
     per_image_entry = lambda: _relative(per_image) if os.path.isfile(per_image) else None  # noqa: E731
-    if finished is not None:  # the matrices may postdate the run (re-evaluated from its weights)
-        return dict(finished, per_image_confusion=per_image_entry(), reused=True)
+    if not force:
+        finished = find_finished(output_dir, key, per_image, store, row, seed)
+        if finished is not None:
+            return dict(finished, key=key, reused=True)
     if before_training is not None:
         before_training()
     os.makedirs(output_dir, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
     start = time.monotonic()
     with open(os.path.join(output_dir, "log.txt"), "w", encoding="utf-8") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     wall = time.monotonic() - start
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} failed (exit {code}); see {output_dir}/log.txt")
@@ -185,9 +255,11 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     eval_se = {k: metrics.get(f"{k}_bootstrap_se") for k, _ in METRICS}
     result = dict({k: float(metrics[k]) for k, _ in METRICS}, per_class_iou=per_class, test_set=test_set,
                   train_seconds=float(seconds), wall_seconds=wall, diagnostics=diagnostics, eval_se=eval_se,
-                  per_image_confusion=per_image_entry())
+                  threads=threads or None, per_image_confusion=per_image_entry())
     atomic_write_text(os.path.join(output_dir, "result.json"), json.dumps({"key": key, "result": result}, indent=1))
-    return dict(result, reused=False)
+    if store is not None:
+        result = store.put(row, seed, key, result)
+    return dict(result, key=key, reused=False)
 
 
 def summarise(runs: dict, baseline: str = None) -> str:
@@ -319,6 +391,9 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-prepare", action="store_true",
                         help="do not prepare the default toy world and CLIP up front (for runs on another world: "
                              "what a run needs is then made on first load)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1: train times are measurements)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (default 0: torch's choice, all cores)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every config: KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -340,9 +415,12 @@ def main(argv=None) -> int:
             parser.error(f"--eval-variant {name}: {method!r} is not one of the trained methods {sorted(configs)}")
     prepared = []
 
+    prepare_lock = threading.Lock()
+
     def prepare_once():  # the default toy world and CLIP, with progress lines, before the first training
-        if not prepared and not args.skip_prepare:
-            prepared.append(prepare_toy_world(print_fn=_say))
+        with prepare_lock:
+            if not prepared and not args.skip_prepare:
+                prepared.append(prepare_toy_world(print_fn=_say))
 
     runs = {}
     total = len(rows) * len(args.seeds)
@@ -357,31 +435,63 @@ def main(argv=None) -> int:
             f"{label} {result[key]:.2f}" for key, label in METRICS) + f", {result['train_seconds']:.0f}s"
             + (f"; {_diagnostics_line(result)}" if _diagnostics_line(result) else ""))
 
-    for method, config_file in configs.items():
-        for seed in args.seeds:
-            out = os.path.join(args.output_dir, method, f"seed{seed}")
-            record(method, seed, run_one(config_file, seed, args.max_iter, out, args.device, args.opts,
-                                         before_training=prepare_once))
-    for name, method, offset in args.seed_offset_row:
-        for seed in args.seeds:  # recorded under the unshifted seed, so it pairs with METHOD's run
-            shifted = seed + int(offset)
-            out = os.path.join(args.output_dir, name, f"seed{shifted}")
-            record(name, seed, run_one(configs[method], shifted, args.max_iter, out, args.device, args.opts,
-                                       before_training=prepare_once))
-    for name, method, *overrides in args.eval_variant:
-        for seed in args.seeds:
-            trained = os.path.join(args.output_dir, method, f"seed{seed}")
-            out = os.path.join(args.output_dir, name, f"seed{seed}")
-            record(name, seed, run_one(configs[method], seed, args.max_iter, out, args.device,
-                                       list(args.opts) + overrides,
-                                       eval_weights=os.path.join(trained, "model_final.pth"),
-                                       before_training=prepare_once))
+    store = RunStore(os.path.join(args.results_dir, "runs"))
+    common = dict(before_training=prepare_once, store=store, threads=args.threads)
+    lock = threading.Lock()
+
+    def train(row, config_file, seed, shifted):  # recorded under the unshifted seed: it pairs with METHOD's run
+        out = os.path.join(args.output_dir, row, f"seed{shifted}")
+        result = run_one(config_file, shifted, args.max_iter, out, args.device, args.opts, row=row, **common)
+        with lock:
+            record(row, seed, result)
+        return result
+
+    def evaluate(name, method, overrides, seed, trained_job):
+        trained = trained_job.result()
+        folder = os.path.join(args.output_dir, method, f"seed{seed}")
+        weights = os.path.join(folder, "model_final.pth")
+        out = os.path.join(args.output_dir, name, f"seed{seed}")
+        opts = list(args.opts) + overrides
+        _, cfg, key = _planned(configs[method], seed, args.max_iter, out, args.device, opts, weights, trained["key"])
+        per_image = os.path.join(out, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
+        if find_finished(out, key, per_image, store, name, seed) is None and not os.path.isfile(weights):
+            _say(f"{method} seed {seed}: weights gone, retraining them for {name}")
+            again = run_one(configs[method], seed, args.max_iter, folder, args.device, args.opts, row=method,
+                            force=True, **common)
+            if abs(again["hIoU"] - trained["hIoU"]) > 0.01:
+                _say(f"warning: {method} seed {seed} retrained to hIoU {again['hIoU']:.2f}, "
+                     f"stored {trained['hIoU']:.2f} (training is not bit-reproducible here); the new run replaces it")
+                with lock:
+                    runs[method][seed] = {k: v for k, v in again.items() if k != "reused"}
+        result = run_one(configs[method], seed, args.max_iter, out, args.device, opts, eval_weights=weights,
+                         trained_key=trained["key"], row=name, **common)
+        with lock:
+            record(name, seed, result)
+        return result
+
+    # each method's seeds, then the evaluation variants of its models, then the shifted-seed rows;
+    # workers take jobs in this order, so a variant's training is always taken before it
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        jobs = []
+        for method, config_file in configs.items():
+            trained = {seed: pool.submit(train, method, config_file, seed, seed) for seed in args.seeds}
+            jobs += trained.values()
+            for name, variant_method, *overrides in args.eval_variant:
+                if variant_method == method:
+                    jobs += [pool.submit(evaluate, name, method, overrides, seed, trained[seed]) for seed in args.seeds]
+        for name, method, offset in args.seed_offset_row:
+            jobs += [pool.submit(train, name, configs[method], seed, seed + int(offset)) for seed in args.seeds]
+        for job in jobs:
+            job.result()  # re-raises a failed run's error
+    runs = {row: dict(sorted(runs[row].items())) for row in rows}  # rows and seeds in order, whatever finished first
     table = summarise(runs, args.baseline)
     classes = unseen_class_table(runs)
     header = (f"Toy-world ablation: {args.max_iter} iterations at each config's batch size, seeds {args.seeds}, "
               f"GZS3 on {next(iter(runs[rows[0]].values()))['test_set']} (mean ± std over seeds"
               + (f"; Δ: paired mean difference to {args.baseline} over the same seeds, 95% t-interval)"
-                 if args.baseline else ")"))
+                 if args.baseline else ")")
+              + (f"; {args.jobs} runs at once, {args.threads or 'default'} thread(s) each: train times are not "
+                 f"those of a run alone" if args.jobs > 1 else ""))
     diagnostics = diagnostics_table(runs, args.baseline)
     text = (f"{header}\n\n{table}\n\nUnseen classes, IoU (mean over seeds):\n\n{classes}\n\n"
             f"Diagnostics (mean over seeds; U px: share of unseen ground-truth pixels predicted as the right "
@@ -397,7 +507,7 @@ def main(argv=None) -> int:
     os.makedirs(args.results_dir, exist_ok=True)
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.json"), json.dumps(
         {"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "baseline": args.baseline,
-         "opts": args.opts, "torch": torch.__version__, "runs": runs}, indent=1))
+         "jobs": args.jobs, "threads": args.threads, "opts": args.opts, "torch": torch.__version__, "runs": runs}, indent=1))
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.md"), text)
     _say("\n" + text)
     _say(f"results: {os.path.join(args.results_dir, args.name)}.{{json,md}}")
