@@ -110,8 +110,8 @@ def bench_pseudo_masks(runs: int, device: torch.device):
         cell_valid = cell_fractions(unannotated, dense.shape[-2:], stride) > generator.cell_unannotated_fraction
 
         def post_clip():
-            fused, k = generator.cluster(dense, cell_valid)
-            return [generator._image_masks(fused[i], k, unannotated[i], stride) for i in range(batch)]
+            cells = generator.cluster(dense, cell_valid)
+            return [generator._image_masks(cells[i], unannotated[i], stride) for i in range(batch)]
 
         with torch.no_grad():
             masks = post_clip()

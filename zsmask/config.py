@@ -227,6 +227,13 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.WINDOW_SIZES = [4, 8, 16]
     # K-means (cosine) rounds from the seeds.
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.KMEANS_ITERATIONS = 10
+    # "per_scale": one K-means per window size, seeded with that size's Eq. 1 seeds (CLIP-ZSS's
+    # multi-scale K-means); "joint": one K-means from the seeds of all sizes (clusters then
+    # split regions into many small ones when the seeds outnumber the valid cells).
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.KMEANS_SCALES = "per_scale"
+    # Pseudo masks overlapping by more than this IoU are one region's clusters at several scales
+    # and are merged (their union); 1.0 keeps every mask.
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.DUPLICATE_IOU = 0.5
     # Mask fusion: clusters whose centroids' cosine similarity exceeds this are merged.
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.FUSION_THRESHOLD = 0.9
     # Smallest pseudo mask kept, as a fraction of the image's pixels.

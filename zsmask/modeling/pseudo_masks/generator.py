@@ -2,9 +2,12 @@
 (Split Matching Sec. 3.2, following CLIP-ZSS's multi-scale K-means and mask fusion).
 
 Per image: frozen CLIP dense features O (``encode_image_dense``) -> seeds G (Eq. 1) -> K-means
-over the unannotated cells -> fusion of clusters with similar centroids -> one mask per fused
-cluster, intersected with the unannotated pixels at image resolution (so a pseudo mask never
-covers an annotated pixel) -> C_u, the CLIP [CLS] embedding of the image with everything
+over the unannotated cells, one per window size (``kmeans_scales="per_scale"``, CLIP-ZSS's
+multi-scale K-means) or one from all seeds (``"joint"``) -> fusion of clusters with similar
+centroids, across scales -> one mask per fused cluster, intersected with the unannotated pixels
+at image resolution (so a pseudo mask never covers an annotated pixel) -> masks that overlap
+another by more than ``duplicate_iou`` merged into it (clusters of one region at several
+scales) -> C_u, the CLIP [CLS] embedding of the image with everything
 outside the mask replaced by CLIP's mean pixel (``region_embedding="cls"``, the paper's), or
 the mask-averaged dense feature (``"dense"``).
 """
@@ -15,7 +18,7 @@ import torch
 from detectron2.config import configurable
 
 from ..clip.region_views import cell_fractions, mask_pooled_embeddings
-from .kmeans import fuse_clusters, multiscale_seeds, spherical_kmeans
+from .kmeans import KMEANS_SCALES, fuse_clusters, fused_cell_masks, kmeans_clusters, merge_duplicates
 
 __all__ = ["PseudoMasks", "PseudoMaskGenerator", "REGION_EMBEDDINGS"]
 
@@ -46,6 +49,8 @@ class PseudoMaskGenerator:
         max_masks: int = 20,
         cell_unannotated_fraction: float = 0.5,
         region_embedding: str = "cls",
+        kmeans_scales: str = "per_scale",
+        duplicate_iou: float = 0.5,
     ):
         """
         Args:
@@ -58,7 +63,12 @@ class PseudoMaskGenerator:
                 fraction of its pixels is unannotated.
             region_embedding: "cls" (CLIP [CLS] of the masked image) or "dense" (mask-averaged
                 dense CLIP features).
+            kmeans_scales: "per_scale" (one K-means per window size) or "joint" (one K-means
+                from the seeds of all window sizes).
+            duplicate_iou: masks overlapping by more than this IoU are merged (>= 1: never).
         """
+        if kmeans_scales not in KMEANS_SCALES:
+            raise ValueError(f"kmeans_scales must be one of {KMEANS_SCALES}, got {kmeans_scales!r}")
         if region_embedding not in REGION_EMBEDDINGS:
             raise ValueError(f"region_embedding must be one of {REGION_EMBEDDINGS}, got {region_embedding!r}")
         if not 0.0 <= fusion_threshold <= 1.0:
@@ -70,6 +80,8 @@ class PseudoMaskGenerator:
         self.max_masks = max_masks
         self.cell_unannotated_fraction = cell_unannotated_fraction
         self.region_embedding = region_embedding
+        self.kmeans_scales = kmeans_scales
+        self.duplicate_iou = float(duplicate_iou)
 
     @classmethod
     def from_config(cls, cfg):
@@ -82,20 +94,19 @@ class PseudoMaskGenerator:
             "max_masks": pm.MAX_MASKS,
             "cell_unannotated_fraction": pm.CELL_UNANNOTATED_FRACTION,
             "region_embedding": pm.REGION_EMBEDDING,
+            "kmeans_scales": pm.KMEANS_SCALES,
+            "duplicate_iou": pm.DUPLICATE_IOU,
         }
 
-    def cluster(self, dense: torch.Tensor, cell_valid: torch.Tensor):
-        """Fused cluster of every cell: ``dense`` ``(B, D, h, w)``, ``cell_valid`` ``(B, h, w)``
-        bool -> ``(B, h, w)`` long component ids (``K`` = no cluster) and ``K``."""
-        batch, dim, height, width = dense.shape
-        seeds = multiscale_seeds(dense, self.window_sizes)
-        cells = dense.flatten(2).transpose(1, 2)
-        assignment, centroids, counts = spherical_kmeans(cells, seeds, cell_valid.flatten(1), self.kmeans_iterations)
-        component = fuse_clusters(centroids, counts, self.fusion_threshold)  # (B, K)
-        k = seeds.shape[1]
-        padded = torch.cat([component, torch.full_like(component[:, :1], k)], dim=1)  # index K -> K
-        fused = padded.gather(1, torch.where(assignment < 0, torch.full_like(assignment, k), assignment))
-        return fused.view(batch, height, width), k
+    def cluster(self, dense: torch.Tensor, cell_valid: torch.Tensor) -> torch.Tensor:
+        """Cells of every fused cluster: ``dense`` ``(B, D, h, w)``, ``cell_valid`` ``(B, h, w)``
+        bool -> ``(B, M, h, w)`` bool (M = the number of seeds; rows of clusters merged into
+        another, and of empty ones, are empty)."""
+        batch, _, height, width = dense.shape
+        members, centroids, counts = kmeans_clusters(dense, cell_valid, self.window_sizes, self.kmeans_iterations,
+                                                     self.kmeans_scales)
+        component = fuse_clusters(centroids, counts, self.fusion_threshold)  # (B, M)
+        return fused_cell_masks(members, component).view(batch, -1, height, width)
 
     @torch.no_grad()
     def __call__(self, clip, images: torch.Tensor, unannotated: torch.Tensor) -> List[PseudoMasks]:
@@ -113,8 +124,8 @@ class PseudoMaskGenerator:
         dense = clip.encode_image_dense(images)["patch_embeddings"].float()  # (B, D, h, w)
         stride = clip.dense_stride
         cell_valid = cell_fractions(unannotated, dense.shape[-2:], stride) > self.cell_unannotated_fraction
-        fused, k = self.cluster(dense, cell_valid)
-        masks = [self._image_masks(fused[i], k, unannotated[i], stride) for i in range(images.shape[0])]
+        cells = self.cluster(dense, cell_valid)
+        masks = [self._image_masks(cells[i], unannotated[i], stride) for i in range(images.shape[0])]
         if self.region_embedding == "dense":
             embeddings = [self._embeddings(clip, images[i], dense[i], m) for i, m in enumerate(masks)]
         else:
@@ -135,19 +146,17 @@ class PseudoMaskGenerator:
             embeddings.append(clip.encode_image_dense(masked)["cls_embedding"].float())
         return list(torch.cat(embeddings, dim=0).split([m.shape[0] for m in masks]))
 
-    def _image_masks(self, fused: torch.Tensor, k: int, unannotated: torch.Tensor, stride: int) -> torch.Tensor:
-        """``(h, w)`` component ids -> ``(U, H, W)`` bool masks, largest first."""
+    def _image_masks(self, cells: torch.Tensor, unannotated: torch.Tensor, stride: int) -> torch.Tensor:
+        """``(M, h, w)`` bool cells of fused clusters -> ``(U, H, W)`` bool masks, largest first."""
         height, width = unannotated.shape
-        cell_area = torch.bincount(fused.flatten(), minlength=k + 1)[:k]
+        cell_area = cells.flatten(1).sum(dim=1)
         candidates = torch.nonzero(cell_area, as_tuple=False).flatten()
         candidates = candidates[cell_area[candidates].argsort(descending=True)][: 2 * self.max_masks]
-        cells = fused.unsqueeze(0) == candidates.view(-1, 1, 1)  # (U', h, w)
-        masks = cells.repeat_interleave(stride, dim=1).repeat_interleave(stride, dim=2)[:, :height, :width]
+        masks = cells[candidates].repeat_interleave(stride, dim=1).repeat_interleave(stride, dim=2)[:, :height, :width]
         masks = masks & unannotated.unsqueeze(0)
-        area = masks.flatten(1).sum(dim=1)
-        keep = area >= self.min_area * height * width
-        masks, area = masks[keep], area[keep]
-        return masks[area.argsort(descending=True)][: self.max_masks]
+        masks = masks[masks.flatten(1).sum(dim=1) >= self.min_area * height * width]
+        masks = merge_duplicates(masks, self.duplicate_iou)
+        return masks[masks.flatten(1).sum(dim=1).argsort(descending=True)][: self.max_masks]
 
     def _embeddings(self, clip, image: torch.Tensor, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """C_u ``(U, D)`` of one image's masks (``image`` (3, H, W), ``dense`` (D, h, w))."""

@@ -156,7 +156,7 @@ class CLIPKMeansPseudoLabeler(nn.Module):
         if self._identity is None or self._identity[0] != fingerprint:
             g = self.generator
             settings = (g.window_sizes, g.kmeans_iterations, g.fusion_threshold, g.min_area, g.max_masks,
-                        g.cell_unannotated_fraction, g.region_embedding)
+                        g.cell_unannotated_fraction, g.region_embedding, g.kmeans_scales, g.duplicate_iou)
             self._identity = (fingerprint, f"{clip_weights_digest(clip)}|{settings}")
         return self._identity[1]
 
