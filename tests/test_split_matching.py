@@ -22,7 +22,7 @@ from zsmask.modeling.heads import VocabularyClassifier
 from zsmask.modeling.heads.vocabulary_classifier import PADDING_LOGIT
 from zsmask.modeling.matcher import FocalHungarianMatcher, SplitMatcher, batch_focal_class_cost, batch_iou_cost
 from zsmask.modeling.meta_arch.zero_shot_mask_former import add_pseudo_targets, draw_random_queries
-from zsmask.modeling.pseudo_masks import CLIPKMeansPseudoLabeler, PseudoMaskGenerator, PseudoMasks
+from zsmask.modeling.pseudo_masks import CLIPKMeansPseudoLabeler, PseudoMaskCache, PseudoMaskGenerator, PseudoMasks
 
 from conftest import tiny_model_cfg, train_on_smoke_world
 
@@ -451,6 +451,13 @@ def test_pseudo_mask_cache_reuses_identical_views_only_and_survives_damage(tmp_p
         torch.testing.assert_close(a.embeddings, c.embeddings)
     flipped = labeler(clip, images.flip(-1), unannotated.flip(-1))  # another view: a miss
     assert labeler.cache.misses == 4 and len(flipped) == 2
+    # overlapping masks (two K-means scales) come back bit for bit
+    overlapping = torch.zeros(3, 64, 64, dtype=torch.bool)
+    overlapping[0, 16:, 16:40], overlapping[1, 16:, 30:], overlapping[2, 20:30, 20:60] = True, True, True
+    other = PseudoMaskCache(str(tmp_path.parent / f"{tmp_path.name}_other"))
+    key = other.key("overlap", images[0], unannotated[0])
+    other.store(key, PseudoMasks(overlapping, torch.randn(3, clip.embed_dim)))
+    assert torch.equal(other.load(key, "cpu").masks, overlapping)
     entries = sorted(str(p) for p in tmp_path.rglob("*.pt"))
     assert len(entries) == 4
     with open(entries[0], "wb") as f:

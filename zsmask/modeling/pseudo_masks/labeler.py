@@ -11,13 +11,15 @@ and every generator setting. A cached result is therefore only ever reused for e
 view, and is never stale: change the augmentation, the CLIP or a setting and the key changes.
 It pays off when views recur (no augmentation, or flips only: after the first epochs every view
 is a hit); with random scales and crops views almost never recur and the cache only costs disk,
-so leave it off there. Masks are stored as one uint8 segment map (pseudo masks are disjoint),
-region embeddings in float32 (before the MLP, which trains).
+so leave it off there. Masks are stored bit-packed, one bit per pixel and mask (masks of
+several K-means scales may overlap), region embeddings in float32 (before the MLP, which trains).
 """
 import hashlib
 import logging
 import os
 from typing import List, Optional
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -94,27 +96,27 @@ class PseudoMaskCache:
             return None
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
-            segments, embeddings = entry["segments"].long(), entry["embeddings"]
+            embeddings = entry["embeddings"]
+            count, height, width = (int(v) for v in entry["shape"])
+            bits = np.unpackbits(entry["packed"].numpy(), count=count * height * width)
+            masks = torch.from_numpy(bits.astype(bool)).view(count, height, width)
+            if masks.shape[0] != embeddings.shape[0]:
+                raise ValueError(f"{masks.shape[0]} masks for {embeddings.shape[0]} embeddings")
         except Exception as error:  # a damaged entry is recomputed, never trusted
             logger.warning(f"pseudo-mask cache entry {path} is unreadable ({error}); recomputing it")
             self.misses += 1
             return None
-        ids = torch.arange(1, embeddings.shape[0] + 1)
-        masks = segments.unsqueeze(0) == ids.view(-1, 1, 1)
         self.hits += 1
         return PseudoMasks(masks.to(device), embeddings.to(device))
 
     def store(self, key: str, pseudo: PseudoMasks) -> None:
-        if pseudo.masks.shape[0] > 255:
-            return
         masks = pseudo.masks.cpu()
-        segments = torch.zeros(masks.shape[-2:], dtype=torch.uint8)
-        for i, mask in enumerate(masks):
-            segments[mask] = i + 1
+        packed = torch.from_numpy(np.packbits(masks.numpy().astype(bool).ravel()))
         path = self._path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
-        torch.save({"segments": segments, "embeddings": pseudo.embeddings.float().cpu()}, tmp)
+        torch.save({"packed": packed, "shape": torch.tensor(masks.shape), "embeddings": pseudo.embeddings.float().cpu()},
+                   tmp)
         os.replace(tmp, path)
 
 
