@@ -402,6 +402,56 @@ def test_model_trains_with_pseudo_targets_and_mfe_and_infers_with_random_queries
         assert model.predict_queries(images)["pred_embeddings"].shape[1] == 8
 
 
+def test_candidate_calibration_divides_candidate_cosines_by_kappa_on_a_hand_made_matrix(tmp_path):
+    cfg = _sm_cfg(tmp_path, **{"MODEL.ZSMASK.RANDOM_QUERIES.NUM": 2,
+                               "MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION": True})
+    model = build_model(cfg).eval()  # 8 learned queries: 5 seen, 3 candidates; then 2 random ones
+    with torch.no_grad():
+        model.classifier.logit_scale.fill_(math.log(10.0))
+        model.classifier.logit_bias.fill_(-2.0)
+    cosine = torch.tensor([[0.8, 0.1]] * 5 + [[0.2, 0.65]] * 5)  # (10 queries, 2 classes)
+    logits = F.pad(10.0 * cosine - 2.0, (0, 1), value=-1e4)
+    with pytest.raises(RuntimeError, match="kappa"):
+        model.calibrate_candidates(logits)  # nothing measured yet
+    model.region_text_alignment.copy_(torch.tensor([0.75 * 4, 4.0], dtype=torch.float64))  # kappa = 0.75
+    calibrated = model.calibrate_candidates(logits)
+    torch.testing.assert_close(calibrated[:5], logits[:5])  # seen queries untouched
+    torch.testing.assert_close(calibrated[5:, :2], 10.0 * cosine[5:] / 0.75 - 2.0)  # candidates and random
+    assert calibrated[5:, 2].eq(-1e4).all()
+    # a candidate that only lost to a seen query by the modality gap now wins
+    scores = calibrated[:, :2].sigmoid()
+    assert scores[5, 1] > scores[0, 0] > logits[5, 1].sigmoid()
+
+
+def test_training_measures_kappa_on_annotated_regions_without_changing_the_losses(tmp_path):
+    batch = [_input_with_unannotated_region(0), _input_with_unannotated_region(1)]
+    losses = {}
+    for masks in (512, 0):  # measured, not measured: the same losses (no randomness used)
+        cfg = _sm_cfg(tmp_path, **{"MODEL.SPLIT_MATCHING.ALIGNMENT_MASKS": masks})
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        losses[masks] = {k: v.item() for k, v in model(batch).items()}
+        if masks:
+            total, count = model.region_text_alignment.tolist()
+            assert count == 4  # two annotated regions per image
+            regions = [x["instances"].gt_masks for x in batch]
+            raw = model.preprocess_images(batch, normalize=False).tensor
+            embedded = torch.cat(model.pseudo_labeler.generator.region_embeddings(model.clip, raw, regions))
+            text = model.text_embeddings(("red", "green"))[torch.tensor([0, 1, 0, 1])]
+            assert total / count == pytest.approx(F.cosine_similarity(embedded, text).mean().item(), abs=1e-5)
+            model(batch)
+            assert model.region_text_alignment[1].item() == 8
+            model.alignment_masks = 8
+            model(batch)
+            assert model.region_text_alignment[1].item() == 8  # frozen once enough regions were seen
+            assert "region_text_alignment" in model.state_dict()
+    assert losses[512] == losses[0]
+    hungarian = build_model(tiny_model_cfg(tmp_path))
+    assert hungarian.region_text_alignment is None and "region_text_alignment" not in hungarian.state_dict()
+    with pytest.raises(ValueError, match="CANDIDATE_CALIBRATION"):
+        build_model(tiny_model_cfg(tmp_path, **{"MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION": True}))
+
+
 def test_sigmoid_scores_with_the_softmax_loss_is_a_config_error(tmp_path):
     cfg = tiny_model_cfg(tmp_path, **{"MODEL.ZSMASK.CLASS_SCORE": "sigmoid"})
     with pytest.raises(ValueError, match="focal_labels"):

@@ -259,6 +259,15 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SPLIT_MATCHING.IOU_WEIGHT = 5.0
     # Weight of L_cos = 1 - cos(V'_u, C_u) over matched candidate queries.
     cfg.MODEL.SPLIT_MATCHING.COSINE_WEIGHT = 1.0
+    # Candidate calibration at inference (not in the paper, which scores candidate and random
+    # queries like seen ones). Candidate queries are trained towards region embeddings C_u,
+    # seen queries towards text; a region embedding's cosine with its own class's text, kappa,
+    # is below 1 (CLIP's modality gap), so at inference a candidate's text cosines are divided
+    # by kappa: logit = tau * cos / kappa + b for candidate and random queries. kappa is
+    # measured in training on annotated (seen) regions, embedded as C_u is, against their
+    # class text (ALIGNMENT_MASKS of them, then frozen); it is saved with the model.
+    cfg.MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION = False
+    cfg.MODEL.SPLIT_MATCHING.ALIGNMENT_MASKS = 512
     # Focal loss alpha and gamma (Lin et al. 2017), for the classification and MFE losses.
     cfg.MODEL.SPLIT_MATCHING.FOCAL_ALPHA = 0.25
     # Focal loss gamma.

@@ -107,6 +107,12 @@ class VocabularyClassifier(nn.Module):
     def _bias(self):
         return 0.0 if self.logit_bias is None else self.logit_bias
 
+    def rescale_cosine(self, logits: torch.Tensor, factor: float) -> torch.Tensor:
+        """Class logits ``tau * cos + b`` (..., K + 1) as if every cosine were ``factor`` times
+        larger: ``tau * factor * cos + b``; the last ("no object") column is kept."""
+        bias = self._bias()
+        return torch.cat(((logits[..., :-1] - bias) * factor + bias, logits[..., -1:]), dim=-1)
+
     def joint_logits(self, embeddings: torch.Tensor, text_embeddings: torch.Tensor,
                      extra_class_embeddings: Optional[torch.Tensor] = None,
                      extra_valid: Optional[torch.Tensor] = None) -> torch.Tensor:

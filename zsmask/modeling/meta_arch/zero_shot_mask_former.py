@@ -34,7 +34,7 @@ from ..clip import CLIPTextImageEncoder
 from ..criterion import SetCriterion, build_criterion, configured_losses
 from ..heads import ClassIndicatorHead, VocabularyClassifier
 from ..inference import semantic_inference, suppress_seen_scores
-from ..matcher import build_matcher
+from ..matcher import build_matcher, split_query_counts
 from ..pixel_decoder import build_pixel_decoder
 from ..pixel_score import build_pixel_score_head, dense_targets
 from ..post_processing import build_post_processors
@@ -117,7 +117,8 @@ class ZeroShotMaskFormer(nn.Module):
                  class_indicator: Optional[nn.Module] = None, bias_correction_threshold: float = 0.3,
                  background_at_inference: bool = True, pixel_score_head: Optional[nn.Module] = None,
                  pixel_score_weight: float = 0.5, post_processors: Sequence = (),
-                 proposal_diagnostics: bool = False):
+                 proposal_diagnostics: bool = False, num_candidate_queries: int = 0,
+                 candidate_calibration: bool = False, alignment_masks: int = 512):
         """Parts as named; optional ones: ``pseudo_labeler`` (training targets for unannotated
         pixels, which are ``ignore_value`` in the label), ``auxiliary_heads`` (training-only
         losses), ``num_random_queries`` extra queries at inference (see
@@ -131,7 +132,11 @@ class ZeroShotMaskFormer(nn.Module):
         (callables ``(sem_seg (K, H, W), image (3, h, w) RGB 0-255) -> sem_seg`` applied in order
         to each image's output, see :mod:`zsmask.modeling.post_processing`); with
         ``proposal_diagnostics`` and a class indicator, each output also holds ``"proposals"``:
-        ``{"masks": (Q, height, width) bool, "indicator": (Q,)}`` (for the evaluator)."""
+        ``{"masks": (Q, height, width) bool, "indicator": (Q,)}`` (for the evaluator).
+        ``num_candidate_queries`` K_u (Split Matching): with a pseudo labeler, training measures
+        kappa, the cosine of annotated regions' embeddings (made as C_u) with their class text, on
+        ``alignment_masks`` regions; ``candidate_calibration`` divides the candidate and random
+        queries' text cosines by it at inference (:meth:`calibrate_candidates`)."""
         super().__init__()
         if num_random_queries and not all(hasattr(transformer_decoder, a) for a in ("query_feat", "query_embed")):
             raise ValueError("MODEL.ZSMASK.RANDOM_QUERIES.NUM > 0 needs a transformer decoder with learned "
@@ -165,6 +170,17 @@ class ZeroShotMaskFormer(nn.Module):
         self.train_dataset = train_dataset
         self.test_dataset = test_dataset
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.num_candidate_queries = num_candidate_queries
+        self.candidate_calibration = candidate_calibration
+        self.alignment_masks = alignment_masks
+        if candidate_calibration and not (num_candidate_queries and pseudo_labeler is not None):
+            raise ValueError("MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION needs split matching's candidate queries "
+                             "and pseudo labeler (MODEL.ZSMASK.MATCHER 'split_matching')")
+        # [sum of cosines, count] of annotated regions' embeddings with their class text (kappa)
+        if num_candidate_queries and pseudo_labeler is not None:
+            self.register_buffer("region_text_alignment", torch.zeros(2, dtype=torch.float64))
+        else:
+            self.region_text_alignment = None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -201,6 +217,9 @@ class ZeroShotMaskFormer(nn.Module):
             "pixel_score_weight": zs.PIXEL_SCORE_WEIGHT,
             "post_processors": build_post_processors(cfg, clip),
             "proposal_diagnostics": cfg.TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS,
+            "num_candidate_queries": split_query_counts(cfg)[1] if zs.MATCHER == "split_matching" else 0,
+            "candidate_calibration": cfg.MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION,
+            "alignment_masks": cfg.MODEL.SPLIT_MATCHING.ALIGNMENT_MASKS,
             "pseudo_labeler": build_pseudo_labeler(cfg, clip.embed_dim),
             "auxiliary_heads": build_auxiliary_heads(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, clip.embed_dim),
             "ignore_value": ignore_value,
@@ -309,8 +328,10 @@ class ZeroShotMaskFormer(nn.Module):
             weights.update(self.pixel_score_head.weight_dict)
         extra, extra_valid = None, None
         if self.pseudo_labeler is not None:
-            pseudo = self.pseudo_labeler(self.clip, self.preprocess_images(batched_inputs, normalize=False).tensor,
-                                         self.unannotated_masks(batched_inputs, images))
+            raw = self.preprocess_images(batched_inputs, normalize=False).tensor
+            if self.region_text_alignment is not None and self.region_text_alignment[1] < self.alignment_masks:
+                self.measure_region_text_alignment(raw, targets, text)
+            pseudo = self.pseudo_labeler(self.clip, raw, self.unannotated_masks(batched_inputs, images))
             targets, extra, extra_valid = add_pseudo_targets(targets, pseudo, text)
 
         def classify(embeddings: torch.Tensor) -> torch.Tensor:
@@ -335,6 +356,42 @@ class ZeroShotMaskFormer(nn.Module):
         for i, (height, width) in enumerate(images.image_sizes):
             valid[i, height:], valid[i, :, width:] = False, False
         return self.pixel_score_head.losses(head_outputs, dense_targets(targets, len(vocabulary)), valid)
+
+    @torch.no_grad()
+    def measure_region_text_alignment(self, images: torch.Tensor, targets: List[Dict[str, torch.Tensor]],
+                                      text: torch.Tensor) -> None:
+        """Add the annotated regions of a batch to kappa's running sum: each region embedded as
+        the pseudo labeler embeds C_u (``images`` (B, 3, H', W') RGB 0-255, ``targets`` before
+        the pseudo targets), its cosine with its class's ``text`` (K, D). Uses no randomness."""
+        generator = getattr(self.pseudo_labeler, "generator", None)
+        if generator is None or getattr(self.pseudo_labeler, "embedding_mlp", None) is not None:
+            return  # region embeddings that train (an MLP) have no fixed alignment to measure
+        left = int(self.alignment_masks - self.region_text_alignment[1].item())
+        masks, labels = [], []
+        for target in targets:
+            take = max(0, min(target["masks"].shape[0], left - sum(m.shape[0] for m in masks)))
+            masks.append(target["masks"][:take])
+            labels.append(target["labels"][:take])
+        if not sum(m.shape[0] for m in masks):
+            return
+        embeddings = torch.cat(generator.region_embeddings(self.clip, images, masks))
+        cosine = F.cosine_similarity(embeddings.float(), text[torch.cat(labels)].float(), dim=-1)
+        self.region_text_alignment += torch.stack((cosine.sum().double(), cosine.new_tensor(len(cosine)).double()))
+
+    def calibrate_candidates(self, cls_logits: torch.Tensor) -> torch.Tensor:
+        """Candidate calibration of one image's logits (Q + R, K + 1): the rows of the candidate
+        and random queries (all after the K_s seen ones) get their text cosines divided by kappa
+        (see ``MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION``); seen queries are unchanged."""
+        total, count = self.region_text_alignment.tolist()
+        if count == 0:
+            raise RuntimeError("candidate calibration needs kappa, measured in training: this model's "
+                               "region_text_alignment is empty (trained before it was measured, or without "
+                               "annotated regions); set MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION False")
+        num_learned = self.transformer_decoder.query_feat.weight.shape[0] if hasattr(self.transformer_decoder,
+                                                                                     "query_feat") else cls_logits.shape[0]
+        first = num_learned - self.num_candidate_queries
+        calibrated = self.classifier.rescale_cosine(cls_logits[first:], 1.0 / (total / count))
+        return torch.cat((cls_logits[:first], calibrated), dim=0)
 
     def unannotated_masks(self, batched_inputs: List[Dict], images: ImageList) -> torch.Tensor:
         """(B, H', W') bool unannotated pixels (see :func:`unannotated_pixels`), padding False."""
@@ -368,6 +425,8 @@ class ZeroShotMaskFormer(nn.Module):
         for i, x in enumerate(batched_inputs):
             vocabulary = vocabulary_of_input(x, self.test_dataset)
             cls_logits = self.classifier(outputs["pred_embeddings"][i], self.text_embeddings(vocabulary))
+            if self.candidate_calibration:
+                cls_logits = self.calibrate_candidates(cls_logits)
             if self.class_indicator is not None:
                 cls_logits = self.correct_bias(cls_logits, outputs["pred_indicator"][i].sigmoid(), vocabulary)
             class_probs = self.classifier.scores(cls_logits, self.background_at_inference)

@@ -132,6 +132,15 @@ class PseudoMaskGenerator:
             embeddings = self._masked_cls_embeddings(clip, images, masks)
         return [PseudoMasks(m, e) for m, e in zip(masks, embeddings)]
 
+    @torch.no_grad()
+    def region_embeddings(self, clip, images: torch.Tensor, masks: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Region embeddings of any masks, made as C_u is made for pseudo masks: ``images``
+        ``(B, 3, H, W)`` RGB 0-255 and ``masks[i]`` ``(U_i, H, W)`` bool -> ``[(U_i, D)]``."""
+        if self.region_embedding == "dense":
+            dense = clip.encode_image_dense(images)["patch_embeddings"].float()
+            return [self._embeddings(clip, images[i], dense[i], m) for i, m in enumerate(masks)]
+        return self._masked_cls_embeddings(clip, images, masks)
+
     def _masked_cls_embeddings(self, clip, images: torch.Tensor, masks: List[torch.Tensor]) -> List[torch.Tensor]:
         """C_u of every image's masks from CLIP [CLS] of the masked images, all images' masked
         copies batched together: ``masks[i]`` (U_i, H, W) -> ``[(U_i, D)]``."""
