@@ -146,6 +146,25 @@ def test_dense_losses_ignore_invalid_pixels_and_reward_the_truth():
     assert set(losses) == {"focal", "dice", "ce"} and all(torch.isfinite(v) for v in losses.values())
 
 
+def test_dense_focal_loss_is_eq20s_mean_or_the_present_pairs_normalisation():
+    from zsmask.modeling.criterion import sigmoid_focal_loss
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 4, 3, 3), torch.zeros(2, 4, 3, 3)
+    targets[0, 1, :2], targets[1, 3] = 1, 1  # 2 present (image, class) pairs of 8
+    valid = torch.ones(2, 3, 3, dtype=torch.bool)
+    valid[1, 0] = False
+    focal = sigmoid_focal_loss(logits, targets, alpha=-1.0, gamma=2.0)  # (2, 4, 3, 3)
+    pixels = valid[:, None].float()
+    mean = (focal * pixels).sum() / (pixels.sum() * 4)  # Eq. 20: mean over 15 valid pixels x 4 classes
+    torch.testing.assert_close(dense_focal_loss(logits, targets, valid), mean)
+    per_class = (focal * pixels).sum((-1, -2)) / pixels.sum((-1, -2))  # (2, 4) pixel means
+    torch.testing.assert_close(dense_focal_loss(logits, targets, valid, normalization="present_pairs"),
+                               per_class.sum() / 2)
+    with pytest.raises(ValueError, match="FOCAL_NORMALIZATION"):
+        dense_focal_loss(logits, targets, valid, normalization="sum")
+
+
 def test_dense_targets_take_the_union_per_class_and_skip_pseudo_targets():
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[0, 0], masks[1, 1], masks[2, 2] = True, True, True
@@ -302,6 +321,30 @@ def test_pixel_score_head_trains_with_the_query_path_and_mixes_at_inference(tmp_
     torch.testing.assert_close(pixel_only, probs, atol=1e-5, rtol=0)  # image 64x64 shown at 32x48
     ensemble = head.decoder_weight * head_outputs["decoder_map"] + (1 - head.decoder_weight) * head_outputs["score_map"]
     torch.testing.assert_close(head.ensemble_logits(head_outputs), ensemble)  # Eq. 17
+
+
+@pytest.mark.parametrize("init", ["identity", "random"])
+def test_projection_init_keeps_clips_pixel_text_alignment_at_step_zero(tmp_path, init):
+    model = _otseg_model(tmp_path, f"otseg_init_{init}", **{"MODEL.OTSEG.PROJECTION_INIT": init})
+    head = model.pixel_score_head
+    names = ("cat", "dog", "sky")
+    with torch.no_grad():
+        text = head.prompts(model.clip, names)  # (K, N, D)
+        classes = torch.arange(64).remainder(3)  # an 8 x 8 map of class indices
+        pixels = F.normalize(text.mean(1), dim=-1)[classes] + 0.02 * torch.randn(64, text.shape[-1])
+        layer = pixels.T.reshape(1, -1, 8, 8)
+        features = {"clip_layer1": layer, "clip_layer2": layer, "clip_global": torch.randn(1, text.shape[-1])}
+        queries = head.relationship(text, F.normalize(features["clip_global"], dim=-1))
+        scores = head(features, model.clip, names)["prompt_scores"]  # (1, K, M, N)
+    agreement = (scores.mean(-1)[0].argmax(0) == classes).float().mean().item()
+    if init == "identity":  # the descriptor passes the text through, the projection is I (then LN)
+        torch.testing.assert_close(queries[0], text)
+        torch.testing.assert_close(head.pixel_embeddings(features)[0][0], F.layer_norm(pixels, (pixels.shape[-1],)))
+        assert agreement == 1.0  # every pixel is closest to its own class, as in CLIP's space
+    else:
+        assert agreement < 0.8 and not torch.allclose(queries[0], text, atol=0.1)
+    with pytest.raises(ValueError, match="PROJECTION_INIT"):
+        _otseg_model(tmp_path, "otseg_init_bad", **{"MODEL.OTSEG.PROJECTION_INIT": "zeros"})
 
 
 def test_zegot_options_build_and_run(tmp_path):

@@ -386,6 +386,12 @@ def add_zsmask_config(cfg: CN) -> CN:
     # lambda of Eq. 17 on the decoder path Y (OTSeg 0.5); the MPS score map gets 1 - lambda
     # (ZegOT Eq. 11 gives the score map 0.8: 0.2 here).
     cfg.MODEL.OTSEG.DECODER_WEIGHT = 0.5
+    # Initialisation of the learned maps between CLIP's joint space and the score paths (the
+    # per-layer pixel projections and the relationship descriptor's linear layer): "identity"
+    # (pixel projection = I, descriptor = its text input, so pixel-text scores are CLIP's own
+    # cosines at step 0; ZegOT aligns frozen embeddings "with no further learnable parameters")
+    # or "random" (truncated normal, std 0.02: CLIP's alignment is lost at step 0).
+    cfg.MODEL.OTSEG.PROJECTION_INIT = "identity"
     # Losses on both paths (Eq. 18, Appendix B).
     cfg.MODEL.OTSEG.LOSS = CN()
     # lambda_focal.
@@ -396,6 +402,10 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.OTSEG.LOSS.CE_WEIGHT = 1.0
     # gamma of the focal loss.
     cfg.MODEL.OTSEG.LOSS.FOCAL_GAMMA = 2.0
+    # Normalisation of the focal loss: "mean" (Eq. 20: the mean over valid pixels and classes)
+    # or "present_pairs" (per-class pixel means summed over classes, / the (image, class) pairs
+    # present, Mask2Former's num_masks: K / present times Eq. 20, about 6x on the toy world).
+    cfg.MODEL.OTSEG.LOSS.FOCAL_NORMALIZATION = "mean"
     # The losses see every STRIDE-th pixel of the ground truth, logits resized to that grid
     # (1: the input's resolution, as the paper's Eq. 15).
     cfg.MODEL.OTSEG.LOSS.STRIDE = 1

@@ -1,9 +1,10 @@
 """Dense per-class segmentation losses of OTSeg (Appendix B, Eqs. 19-21; ZegOT Eq. 12).
 
 All take per-class logits ``(B, K, H, W)``, binary targets ``(B, K, H, W)`` and a validity mask
-``(B, H, W)`` (False: unannotated, ignored or padding pixels, which add nothing). Per-class terms
-are averaged over valid pixels and summed over the (image, class) pairs present in the
-ground truth, then divided by their number (Mask2Former's ``num_masks`` normalisation).
+``(B, H, W)`` (False: unannotated, ignored or padding pixels, which add nothing). The focal loss
+is the mean over valid pixels and classes (Eq. 20), or, with ``normalization="present_pairs"``,
+per-class pixel means summed and divided by the (image, class) pairs present in the ground
+truth (Mask2Former's ``num_masks``); dice is over the present pairs (Eq. 21).
 """
 from typing import Dict, Sequence
 
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 
 from ..criterion import sigmoid_focal_loss
 
-__all__ = ["dense_targets", "dense_focal_loss", "dense_dice_loss", "dense_cross_entropy", "dense_segmentation_losses"]
+FOCAL_NORMALIZATIONS = ("mean", "present_pairs")
+
+__all__ = ["FOCAL_NORMALIZATIONS", "dense_targets", "dense_focal_loss", "dense_dice_loss", "dense_cross_entropy", "dense_segmentation_losses"]
 
 
 def dense_targets(targets: Sequence[Dict[str, torch.Tensor]], num_classes: int) -> torch.Tensor:
@@ -39,9 +42,19 @@ def _per_class_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (values * weights).flatten(2).sum(-1) / weights.flatten(2).sum(-1).clamp(min=1.0)
 
 
-def dense_focal_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Eq. 20: sigmoid focal loss (no alpha weighting), every class of every image, / present pairs."""
-    per_class = _per_class_mean(sigmoid_focal_loss(logits, targets, alpha=-1.0, gamma=gamma), valid)
+def dense_focal_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, gamma: float = 2.0,
+                     normalization: str = "mean") -> torch.Tensor:
+    """Eq. 20: sigmoid focal loss (no alpha weighting) of every class at every valid pixel,
+    averaged over pixels and classes ("mean"), or per-class pixel means summed and divided by
+    the present (image, class) pairs ("present_pairs")."""
+    if normalization not in FOCAL_NORMALIZATIONS:
+        raise ValueError(f"MODEL.OTSEG.LOSS.FOCAL_NORMALIZATION must be one of {FOCAL_NORMALIZATIONS}, "
+                         f"got {normalization!r}")
+    focal = sigmoid_focal_loss(logits, targets, alpha=-1.0, gamma=gamma)
+    if normalization == "mean":
+        weights = valid[:, None].to(focal.dtype)
+        return (focal * weights).sum() / (weights.sum() * focal.shape[1]).clamp(min=1.0)
+    per_class = _per_class_mean(focal, valid)
     return per_class.sum() / _present(targets, valid).sum().clamp(min=1)
 
 
@@ -68,12 +81,12 @@ def dense_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torc
 
 
 def dense_segmentation_losses(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                              gamma: float = 2.0) -> Dict[str, torch.Tensor]:
+                              gamma: float = 2.0, focal_normalization: str = "mean") -> Dict[str, torch.Tensor]:
     """``{"focal", "dice", "ce"}`` of logits resized (bilinear) to the targets' size."""
     if logits.shape[:2] != targets.shape[:2]:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in (B, K)")
     if logits.shape[-2:] != targets.shape[-2:]:
         logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
     logits = logits.float()
-    return {"focal": dense_focal_loss(logits, targets, valid, gamma), "dice": dense_dice_loss(logits, targets, valid),
+    return {"focal": dense_focal_loss(logits, targets, valid, gamma, focal_normalization), "dice": dense_dice_loss(logits, targets, valid),
             "ce": dense_cross_entropy(logits, targets, valid)}

@@ -9,6 +9,8 @@ CLIP block i in the joint space, and ``clip_global`` (B, D), CLIP's image embedd
    (:class:`~zsmask.modeling.clip.MultiPromptText`: hand-crafted and cached, or learnable).
 2. Relationship descriptor (OTSeg Appendix C; ZegOT's global text alignment):
    h~_txt = Linear(cat[h_img ⊙ h_txt, h_txt]) with h_img the image's global embedding: (B, K, N, D).
+   With ``PROJECTION_INIT "identity"`` it starts as h_txt and the pixel projections below as I,
+   so the scores start as CLIP's pixel-text cosines; "random" starts both at random.
 3. MPS path (OTSeg Eqs. 8-10, 16): per embedding layer i, pixels h_i = LN(Linear(clip_layer<i>))
    and S_i = h_i h~_txt^T (both L2-normalised; (B, K, M, N)), refined by MPS to M N T*_i ⊙ S_i;
    the layers are fused by ZegOT Eq. 8 (:func:`fuse_layer_maps`; one layer: OTSeg) and summed
@@ -36,13 +38,24 @@ from .sinkhorn_attention import MultiPromptSinkhornDecoder
 __all__ = ["MultiPromptSinkhornHead", "RelationshipDescriptor"]
 
 
+PROJECTION_INITS = ("identity", "random")
+
+
 class RelationshipDescriptor(nn.Module):
     """h~_txt = Linear(cat[h_img ⊙ h_txt, h_txt]) (OTSeg Appendix C): text (K, N, D) and image
-    embeddings (B, D) -> (B, K, N, D)."""
+    embeddings (B, D) -> (B, K, N, D). :meth:`init_identity` makes it return h_txt."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.linear = nn.Linear(2 * dim, dim)
+
+    @torch.no_grad()
+    def init_identity(self) -> None:
+        """Weights [0 | I], bias 0: h~_txt = h_txt until training moves them."""
+        dim = self.linear.out_features
+        self.linear.weight.zero_()
+        self.linear.weight[:, dim:].copy_(torch.eye(dim))
+        self.linear.bias.zero_()
 
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         text = text[None].expand(image.shape[0], -1, -1, -1)
@@ -60,7 +73,8 @@ class MultiPromptSinkhornHead(nn.Module):
     def __init__(self, *, prompts: MultiPromptText, embed_dim: int, embedding_layers: Sequence[int],
                  decoder: MultiPromptSinkhornDecoder, epsilon: float = 0.05, max_iter: int = 100,
                  tol: float = 1e-6, decoder_weight: float = 0.5, focal_weight: float = 20.0,
-                 dice_weight: float = 1.0, ce_weight: float = 1.0, focal_gamma: float = 2.0, loss_stride: int = 1):
+                 dice_weight: float = 1.0, ce_weight: float = 1.0, focal_gamma: float = 2.0, loss_stride: int = 1,
+                 projection_init: str = "identity", focal_normalization: str = "mean"):
         super().__init__()
         if not embedding_layers:
             raise ValueError("MultiPromptSinkhornHead needs CLIP embeddings of at least one block: set "
@@ -80,10 +94,18 @@ class MultiPromptSinkhornHead(nn.Module):
         self.focal_gamma = focal_gamma
         self.loss_stride = loss_stride
         self._loss_weights = {"focal": focal_weight, "dice": dice_weight, "ce": ce_weight}
+        if projection_init not in PROJECTION_INITS:
+            raise ValueError(f"MODEL.OTSEG.PROJECTION_INIT must be one of {PROJECTION_INITS}, got {projection_init!r}")
+        self.focal_normalization = focal_normalization
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+        if projection_init == "identity":  # pixel-text scores start as CLIP's own (up to LN's centring)
+            self.relationship.init_identity()
+            with torch.no_grad():
+                for proj in self.pixel_proj:
+                    proj.weight.copy_(torch.eye(embed_dim))
 
     @classmethod
     def from_config(cls, cfg, clip: CLIPTextImageEncoder):
@@ -106,6 +128,8 @@ class MultiPromptSinkhornHead(nn.Module):
             "ce_weight": ot.LOSS.CE_WEIGHT,
             "focal_gamma": ot.LOSS.FOCAL_GAMMA,
             "loss_stride": ot.LOSS.STRIDE,
+            "projection_init": ot.PROJECTION_INIT,
+            "focal_normalization": ot.LOSS.FOCAL_NORMALIZATION,
         }
 
     @property
@@ -162,6 +186,7 @@ class MultiPromptSinkhornHead(nn.Module):
             valid = valid[..., start::self.loss_stride, start::self.loss_stride]
         losses = {}
         for path, key in (("decoder", "decoder_map"), ("score", "score_map")):
-            for name, value in dense_segmentation_losses(outputs[key], targets, valid, self.focal_gamma).items():
+            for name, value in dense_segmentation_losses(outputs[key], targets, valid, self.focal_gamma,
+                                                         self.focal_normalization).items():
                 losses[f"loss_pixel_{path}_{name}"] = value
         return losses
