@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import shutil
 import runpy
 import sys
 
@@ -317,6 +318,22 @@ def test_toy_ablation_resumes_without_rerunning_finished_runs(tmp_path, capsys):
     assert all(rerun[s]["eval_se"]["hIoU"] is not None for s in ("0", "1", "2"))
     # an override changes the key: that run is not read back
     assert toy_ablation.read_finished(str(out / "hungarian" / "seed0"), "another-key") is None
+
+    # the run store in the results folder outlives the run folders (a fresh checkout)
+    store = results / "runs" / "hungarian"
+    assert {p.name for p in store.iterdir()} >= {"seed0.json", "seed0.npz", "seed1.json", "seed2.json"}
+    shutil.rmtree(out)
+    assert toy_ablation.main(argv("0", "1")) == 0
+    assert capsys.readouterr().out.count("(read back)") == 2 and not out.exists()
+    assert json.loads((results / "t.json").read_text())["runs"]["hungarian"]["0"] == rerun["0"]
+    # an evaluation variant of a model whose weights are gone retrains that seed first
+    variant = ["--eval-variant", "hungarian_bg", "hungarian", "MODEL.ZSMASK.BACKGROUND_AT_INFERENCE", "False"]
+    assert toy_ablation.main(argv("0", extra=variant)) == 0
+    printed = capsys.readouterr().out
+    assert "weights gone, retraining them for hungarian_bg" in printed and "hungarian_bg seed 0:" in printed
+    assert (store.parent / "hungarian_bg" / "seed0.json").is_file()
+    assert toy_ablation.main(argv("0", extra=variant)) == 0  # now both read back
+    assert capsys.readouterr().out.count("(read back)") == 2
 
     # the A/A row: the same config with seeds shifted, paired by the unshifted seed
     assert toy_ablation.main(argv("0", extra=["--seed-offset-row", "hungarian_aa", "hungarian", "1000"])) == 0

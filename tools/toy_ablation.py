@@ -203,15 +203,18 @@ def _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights
 
 
 def find_finished(output_dir: str, key: str, per_image: str, store=None, row: str = "", seed: int = 0):
-    """A finished run's result: from ``output_dir/result.json`` (then also copied into ``store``
-    if missing there; its ``per_image`` matrices may postdate the run, re-evaluated from its
-    weights) or from ``store``; None when neither holds one made with ``key``."""
+    """A finished run's result: from ``output_dir/result.json`` (copied into ``store`` if missing
+    there, or if only the folder has its ``per_image`` matrices, which may postdate the run) or
+    from ``store``, as the store holds it; None when neither holds one made with ``key``."""
     finished = read_finished(output_dir, key)
     if finished is not None:
         finished = dict(finished, per_image_confusion=_relative(per_image) if os.path.isfile(per_image) else None)
-        if store is not None and store.get(row, seed, key) is None:
-            finished = store.put(row, seed, key, finished)
-        return finished
+        if store is None:
+            return finished
+        stored = store.get(row, seed, key)
+        if stored is None or (stored["per_image_confusion"] is None and finished["per_image_confusion"]):
+            stored = store.put(row, seed, key, finished)
+        return stored
     return store.get(row, seed, key) if store is not None else None
 
 
