@@ -381,6 +381,26 @@ def test_boundary_head_trains_the_pixel_decoder(tmp_path, with_shape):
         assert (~valid).sum() > 16 * 16  # the ignore block and its rim are skipped
 
 
+@pytest.mark.parametrize("in_feature,stride", [("multi_scale_1", 16), ("multi_scale_2", 8), ("mask_features", 4)])
+def test_boundary_head_output_stride(tmp_path, in_feature, stride):
+    """The head predicts edges at its feature's stride; L_bce compares them with edges of the
+    full-resolution label, which a stride-16 map cannot place (configs/toy/ablations/sazs_stride4.yaml)."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.modeling import build_model
+    from conftest import tiny_model_cfg
+
+    from zsmask.modeling.auxiliary_heads.boundary import _feature
+
+    MetadataCatalog.get("sazs_stride_train").set(stuff_classes=["cat", "sky"], ignore_label=255)
+    cfg = tiny_model_cfg(tmp_path, train_dataset="sazs_stride_train", **{
+        "MODEL.ZSMASK.AUXILIARY_HEADS": ["BoundaryHead"], "MODEL.SAZS.BOUNDARY.IN_FEATURE": in_feature})
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        outputs = model.predict_queries(model.preprocess_images(_boundary_batch()))
+        logits = model.auxiliary_heads[0].edge_logits(_feature(outputs, in_feature))
+    assert logits.shape == (1, 1, 64 // stride, 64 // stride)
+
+
 def test_boundary_head_config_errors(tmp_path):
     from zsmask.modeling.auxiliary_heads import BoundaryHead
 
