@@ -50,3 +50,20 @@ def test_noise_table_splits_the_paired_difference_with_per_image_matrices(tmp_pa
     np.savez_compressed(paths[1], confusion=np.ones((3, 1, 1), np.int32), file_names=names[::-1])
     with pytest.raises(ValueError, match="different images"):
         toy_ablation.noise_table(_runs(paths), "base", metric_fn=metric)
+
+
+def test_diagnostics_table_pairs_the_unseen_pixels_lost_to_seen_or_no_class():
+    import toy_ablation
+
+    def run(as_seen, no_class, boundary):
+        keys = dict.fromkeys(k for k, _ in toy_ablation.DIAGNOSTICS)
+        keys.update(unseen_as_seen=as_seen, unseen_as_no_class=no_class, boundary_F=boundary)
+        return {"diagnostics": keys}
+    runs = {"control": {0: run(10.0, 50.0, 80.0), 1: run(12.0, 40.0, 82.0), 2: run(8.0, 45.0, 81.0)},
+            "sm": {0: run(4.0, 1.0, 90.0), 1: run(3.0, 2.0, 91.0), 2: run(5.0, 0.0, 89.0)}}
+    cells = _cells(toy_ablation.diagnostics_table(runs, "control"))
+    # lost shares: control 60, 52, 53; sm 5, 5, 5 -> d = (-55, -47, -48): mean -50, sd 4.36,
+    # half-width t_{0.975, 2} 4.303 * 4.36 / sqrt(3) = 10.83
+    assert cells[1][-2] == "-50.00 [-60.83, -39.17]"
+    assert cells[1][-1] == "+9.00 [+6.52, +11.48]"  # boundary d = (10, 9, 8): sd 1 -> 2.48
+    assert cells[0][-2] == "+0.00 [+0.00, +0.00]"

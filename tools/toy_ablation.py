@@ -312,21 +312,29 @@ def _mean_of(values, digits: int = 1) -> str:
 
 def diagnostics_table(runs: dict, baseline: str = None) -> str:
     """Markdown table of the evaluation diagnostics, mean over seeds, one row per method; with
-    ``baseline``, also the paired difference of the boundary F-score to the baseline."""
+    ``baseline``, also the paired differences to the baseline of the unseen pixels lost to a
+    seen class or to no class, and of the boundary F-score."""
     rows, headers = [], ["method"] + [name for _, name in DIAGNOSTICS]
     for method, per_seed in runs.items():
         row = [method] + [_mean_of([r.get("diagnostics", {}).get(k) for r in per_seed.values()])
                           for k, _ in DIAGNOSTICS]
         if baseline:
-            ours = {s: r["diagnostics"]["boundary_F"] for s, r in per_seed.items()
-                    if r.get("diagnostics", {}).get("boundary_F") is not None}
-            base = {s: r["diagnostics"]["boundary_F"] for s, r in runs[baseline].items()
-                    if r.get("diagnostics", {}).get("boundary_F") is not None}
-            row.append(paired_difference(ours, base).format() if set(ours) & set(base) else "-")
+            for value in (_unseen_lost, lambda r: r.get("diagnostics", {}).get("boundary_F")):
+                ours = {s: value(r) for s, r in per_seed.items() if value(r) is not None}
+                base = {s: value(r) for s, r in runs[baseline].items() if value(r) is not None}
+                row.append(paired_difference(ours, base).format() if len(set(ours) & set(base)) > 1 else "-")
         rows.append(row)
     if baseline:
-        headers.append(f"Δboundary F vs {baseline} [95% CI]")
+        headers += [f"Δ(U px as seen + no class) vs {baseline} [95% CI]", f"Δboundary F vs {baseline} [95% CI]"]
     return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def _unseen_lost(result: dict):
+    """Share (%) of unseen ground-truth pixels predicted as a seen class or as no class."""
+    values = result.get("diagnostics", {})
+    if values.get("unseen_as_seen") is None or values.get("unseen_as_no_class") is None:
+        return None
+    return values["unseen_as_seen"] + values["unseen_as_no_class"]
 
 
 def noise_table(runs: dict, baseline: str, metric: str = "hIoU", target: float = 1.5, metric_fn=None) -> str:
