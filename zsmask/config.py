@@ -267,6 +267,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     # measured in training on annotated (seen) regions, embedded as C_u is, against their
     # class text (ALIGNMENT_MASKS of them, then frozen); it is saved with the model.
     cfg.MODEL.SPLIT_MATCHING.CANDIDATE_CALIBRATION = False
+    # Annotated regions kappa is measured on, in the first training iterations (then frozen).
     cfg.MODEL.SPLIT_MATCHING.ALIGNMENT_MASKS = 512
     # Focal loss alpha and gamma (Lin et al. 2017), for the classification and MFE losses.
     cfg.MODEL.SPLIT_MATCHING.FOCAL_ALPHA = 0.25
