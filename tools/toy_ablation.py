@@ -202,6 +202,11 @@ def _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights
     return command, cfg, run_key(cfg, trained_key)
 
 
+def per_image_path(output_dir: str, cfg) -> str:
+    """Where the evaluator saves a run's per-image confusion matrices (``TEST.ZERO_SHOT.BOOTSTRAP``)."""
+    return os.path.join(output_dir, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
+
+
 def find_finished(output_dir: str, key: str, per_image: str, store=None, row: str = "", seed: int = 0):
     """A finished run's result: from ``output_dir/result.json`` (copied into ``store`` if missing
     there, or if only the folder has its ``per_image`` matrices, which may postdate the run) or
@@ -230,7 +235,7 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     given. ``threads`` > 0 sets the subprocess's torch / OpenMP threads; ``force`` reruns a
     finished run (to remake its weights)."""
     command, cfg, key = _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights, trained_key)
-    per_image = os.path.join(output_dir, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
+    per_image = per_image_path(output_dir, cfg)
     per_image_entry = lambda: _relative(per_image) if os.path.isfile(per_image) else None  # noqa: E731
     if not force:
         finished = find_finished(output_dir, key, per_image, store, row, seed)
@@ -464,8 +469,7 @@ def main(argv=None) -> int:
         out = os.path.join(args.output_dir, name, f"seed{seed}")
         opts = list(args.opts) + overrides
         _, cfg, key = _planned(configs[method], seed, args.max_iter, out, args.device, opts, weights, trained["key"])
-        per_image = os.path.join(out, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
-        if find_finished(out, key, per_image, store, name, seed) is None and not os.path.isfile(weights):
+        if find_finished(out, key, per_image_path(out, cfg), store, name, seed) is None and not os.path.isfile(weights):
             _say(f"{method} seed {seed}: weights gone, retraining them for {name}")
             again = run_one(configs[method], seed, args.max_iter, folder, args.device, args.opts, row=method,
                             force=True, **common)

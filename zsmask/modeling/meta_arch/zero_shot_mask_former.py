@@ -368,11 +368,12 @@ class ZeroShotMaskFormer(nn.Module):
             return  # region embeddings that train (an MLP) have no fixed alignment to measure
         left = int(self.alignment_masks - self.region_text_alignment[1].item())
         masks, labels = [], []
-        for target in targets:
-            take = max(0, min(target["masks"].shape[0], left - sum(m.shape[0] for m in masks)))
+        for target in targets:  # the first regions of each image, up to the ones still needed
+            take = max(0, min(target["masks"].shape[0], left))
             masks.append(target["masks"][:take])
             labels.append(target["labels"][:take])
-        if not sum(m.shape[0] for m in masks):
+            left -= take
+        if not any(m.shape[0] for m in masks):
             return
         embeddings = torch.cat(generator.region_embeddings(self.clip, images, masks))
         cosine = F.cosine_similarity(embeddings.float(), text[torch.cat(labels)].float(), dim=-1)
