@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from zsmask.modeling.inference import suppress_seen_scores
-from zsmask.modeling.matcher import HungarianMatcher, NegativeProposalSelector, select_negative_proposals
+from zsmask.modeling.matcher import (HungarianMatcher, NegativeProposalSelector, select_negative_proposals,
+                                     select_unannotated_negatives)
 
 
 def test_fig4_example_selects_p5_p6_p7():
@@ -49,6 +50,73 @@ def test_selector_labels_from_model_outputs():
     assert labels[3] == -1
 
 
+def test_unannotated_negatives_are_unmatched_proposals_mostly_on_unannotated_pixels():
+    # 8 x 8 masks; the right half of the 16 x 16 image is unannotated (the unseen object)
+    unannotated = torch.zeros(16, 16, dtype=torch.bool)
+    unannotated[:, 8:] = True
+    logits = torch.full((5, 8, 8), -5.0)
+    logits[0, :, :4] = 5.0  # on the annotated half, matched: positive
+    logits[1, :, 4:] = 5.0  # all on the unannotated half: negative
+    logits[2, :, 2:] = 5.0  # 4 of its 6 columns unannotated (2/3 >= 0.6): negative
+    logits[3, :, 1:] = 5.0  # 4 of 7 (0.57 < 0.6): ignored
+    # proposal 4 predicts nothing: ignored (the top-K rule would pick it)
+    matched = torch.tensor([True, False, False, False, False])
+    labels = select_unannotated_negatives(logits, unannotated, matched, min_unannotated=0.6)
+    assert labels.tolist() == [0, 1, 1, -1, -1]
+    # a matched proposal stays positive wherever it lies
+    assert select_unannotated_negatives(logits, unannotated, torch.ones(5, dtype=torch.bool), 0.6).tolist() == [0] * 5
+    # a cell half unannotated counts half: a mask on the border column only has share 0.5
+    border = torch.zeros(16, 16, dtype=torch.bool)
+    border[:, 7:] = True  # column 3 of the mask grid is half unannotated
+    one_column = torch.full((1, 8, 8), -5.0)
+    one_column[0, :, 3] = 5.0
+    assert select_unannotated_negatives(one_column, border, torch.zeros(1, dtype=torch.bool), 0.5).tolist() == [1]
+    assert select_unannotated_negatives(one_column, border, torch.zeros(1, dtype=torch.bool), 0.6).tolist() == [-1]
+
+
+def test_selector_with_unannotated_rule_reads_the_targets_pixels():
+    size = 16
+    seen = torch.zeros(1, size, size, dtype=torch.bool)
+    seen[0, :, : size // 2] = True
+    masks = torch.full((1, 3, size, size), -10.0)
+    masks[0, 0, :, : size // 2] = 10.0  # covers the seen class: matched
+    masks[0, 1, :, size // 2:] = 10.0  # covers the unannotated half: negative
+    outputs = {"pred_logits": torch.zeros(1, 3, 3), "pred_masks": masks}
+    selector = NegativeProposalSelector(matcher=HungarianMatcher(num_points=256),
+                                        mask_cost=HungarianMatcher(cost_class=0.0, num_points=256), top_k=2,
+                                        negatives="unannotated")
+    target = {"labels": torch.tensor([1]), "masks": seen, "unannotated": ~seen[0]}
+    assert selector(outputs, [target])[0].tolist() == [0, 1, -1]
+    # pseudo targets (Split Matching) neither count as positives nor hide the pixels
+    with_pseudo = dict(target, labels=torch.tensor([1, 3]), masks=torch.cat((seen, ~seen)),
+                       is_pseudo=torch.tensor([False, True]))
+    assert selector(outputs, [with_pseudo])[0].tolist() == [0, 1, -1]
+    with pytest.raises(KeyError, match="'unannotated' pixels"):
+        selector(outputs, [{"labels": torch.tensor([1]), "masks": seen}])
+    with pytest.raises(ValueError, match="NEGATIVES must be one of"):
+        NegativeProposalSelector(matcher=HungarianMatcher(), mask_cost=HungarianMatcher(), negatives="junk")
+
+
+def test_background_reading_decides_where_a_suppressed_proposals_mass_goes():
+    # Eq. 7 sets a flagged proposal's seen logits to the minimum; what remains is its unseen
+    # logit and its no-object logit. Classes: seen 0, 1; unseen 2; then "no object".
+    from zsmask.modeling.heads.vocabulary_classifier import VocabularyClassifier
+
+    classifier = VocabularyClassifier(embed_dim=4, logit_scale_init=10.0)
+    junk = torch.tensor([[4.0, 1.0, 3.0, 6.0]])  # a background proposal: no object is its largest logit
+    corrected = torch.cat((suppress_seen_scores(junk[:, :-1], torch.tensor([0.9]),
+                                                torch.tensor([True, True, False]), 0.3), junk[:, -1:]), dim=1)
+    assert corrected[0].tolist() == [1.0, 1.0, 3.0, 6.0]
+    out_of_softmax = classifier.scores(corrected, with_background=False)
+    in_softmax = classifier.scores(corrected, with_background=True)
+    # no-object out of the softmax: the junk proposal's mass goes to the unseen class
+    torch.testing.assert_close(out_of_softmax, torch.tensor([[1.0, 1.0, 3.0]]).softmax(-1))
+    assert out_of_softmax[0, 2] > 0.78
+    # no-object in the softmax: it keeps its background mass and scores the unseen class low
+    torch.testing.assert_close(in_softmax, torch.tensor([[1.0, 1.0, 3.0, 6.0]]).softmax(-1)[:, :3])
+    assert in_softmax[0, 2] < 0.05
+
+
 def test_suppression_changes_exactly_the_seen_scores_of_flagged_proposals():
     torch.manual_seed(0)
     scores = torch.rand(4, 5)
@@ -74,6 +142,11 @@ def test_selector_builds_from_the_config():
     selector = MATCHER_REGISTRY.get(cfg.MODEL.ALIGNZEG.PBC.SELECTOR)(cfg)
     assert selector.top_k == 50 and selector.mask_cost.cost_class == 0.0
     assert selector.mask_cost.cost_mask == cfg.MODEL.MASK_FORMER.MASK_WEIGHT
+    assert selector.negatives == "top_k" and selector.min_unannotated == 0.5
+    cfg.MODEL.ALIGNZEG.PBC.NEGATIVES = "unannotated"
+    cfg.MODEL.ALIGNZEG.PBC.NEGATIVE_MIN_UNANNOTATED = 0.7
+    selector = MATCHER_REGISTRY.get(cfg.MODEL.ALIGNZEG.PBC.SELECTOR)(cfg)
+    assert selector.negatives == "unannotated" and selector.min_unannotated == 0.7
 
 
 

@@ -67,3 +67,29 @@ def test_diagnostics_table_pairs_the_unseen_pixels_lost_to_seen_or_no_class():
     assert cells[1][-2] == "-50.00 [-60.83, -39.17]"
     assert cells[1][-1] == "+9.00 [+6.52, +11.48]"  # boundary d = (10, 9, 8): sd 1 -> 2.48
     assert cells[0][-2] == "+0.00 [+0.00, +0.00]"
+
+
+def test_run_key_ignores_a_newly_added_key_only_at_its_neutral_value():
+    import hashlib
+
+    from zsmask.engine import build_config
+    from toy_ablation import NEUTRAL_ADDITIONS, run_key
+
+    cfg = build_config(os.path.join(ROOT, "configs", "toy", "alignzeg.yaml"), [])
+    assert cfg.MODEL.ALIGNZEG.PBC.NEGATIVES == NEUTRAL_ADDITIONS["MODEL.ALIGNZEG.PBC.NEGATIVES"]
+    # the config as it was before the keys existed hashes to the same key
+    before = cfg.clone()
+    before.defrost()
+    for dotted in NEUTRAL_ADDITIONS:
+        *parents, leaf = dotted.split(".")
+        node = before
+        for name in parents:
+            node = node[name]
+        del node[leaf]
+    assert run_key(cfg) == hashlib.sha256(before.dump().encode()).hexdigest()[:16]
+    assert run_key(cfg, "trained") != run_key(cfg)
+    # any other value is a different run
+    changed = build_config(os.path.join(ROOT, "configs", "toy", "alignzeg.yaml"),
+                           ["MODEL.ALIGNZEG.PBC.NEGATIVES", "unannotated"])
+    assert run_key(changed) != run_key(cfg)
+    assert cfg.MODEL.ALIGNZEG.PBC.NEGATIVES == "top_k"  # the key leaves the config it hashes unchanged

@@ -108,11 +108,34 @@ def _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights
     return command, overrides
 
 
+# Config keys added after runs were stored, each with the value that behaves as the code did
+# before the key existed. A config holding such a key at that value hashes as it did without it,
+# so adding a switch does not retrain the stored runs; any other value changes the key.
+NEUTRAL_ADDITIONS = {
+    "MODEL.ALIGNZEG.PBC.NEGATIVES": "top_k",
+    "MODEL.ALIGNZEG.PBC.NEGATIVE_MIN_UNANNOTATED": 0.5,
+}
+
+
+def _without_neutral_additions(cfg):
+    """A copy of ``cfg`` without the :data:`NEUTRAL_ADDITIONS` keys that hold their neutral value."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for dotted, neutral in NEUTRAL_ADDITIONS.items():
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for name in parents:
+            node = node.get(name) if node is not None else None
+        if node is not None and leaf in node and node[leaf] == neutral:
+            del node[leaf]
+    return cfg
+
+
 def run_key(cfg, trained_key: str = "") -> str:
     """Hash of everything a run's result depends on: its full merged config ``cfg`` (so edits of
-    a base config count) and, for an evaluation-only run, the key of the run that trained its
-    weights."""
-    digest = hashlib.sha256(cfg.dump().encode())
+    a base config count; keys in :data:`NEUTRAL_ADDITIONS` at their neutral value left out) and,
+    for an evaluation-only run, the key of the run that trained its weights."""
+    digest = hashlib.sha256(_without_neutral_additions(cfg).dump().encode())
     if trained_key:
         digest.update(trained_key.encode())
     return digest.hexdigest()[:16]

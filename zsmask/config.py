@@ -328,6 +328,12 @@ def add_zsmask_config(cfg: CN) -> CN:
     # A background proposal is a negative when it ranks within the top-K mask losses of every
     # seen class in the image (Fig. 4; K = 50).
     cfg.MODEL.ALIGNZEG.PBC.NEGATIVE_TOP_K = 50
+    # Which unmatched proposals are L_bc's negatives: "top_k" (the paper's Fig. 4 rule above) or
+    # "unannotated" (those whose predicted mask lies mostly on the image's unannotated pixels,
+    # where its unseen objects are; with few queries the top-K rule picks mostly empty proposals).
+    cfg.MODEL.ALIGNZEG.PBC.NEGATIVES = "top_k"
+    # For "unannotated" negatives: the least share of a proposal's mask on unannotated pixels.
+    cfg.MODEL.ALIGNZEG.PBC.NEGATIVE_MIN_UNANNOTATED = 0.5
     # Eq. 7: proposals whose class indicator exceeds gamma get their seen-class scores set to the
     # minimum of the proposal logits (gamma = 0.3).
     cfg.MODEL.ALIGNZEG.PBC.THRESHOLD = 0.3

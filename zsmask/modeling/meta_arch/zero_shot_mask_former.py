@@ -404,7 +404,8 @@ class ZeroShotMaskFormer(nn.Module):
         return padded
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, torch.Tensor]]:
-        """``instances`` -> ``[{"labels": (T,), "masks": (T, H', W') bool}]`` padded like the images."""
+        """``instances`` -> ``[{"labels": (T,), "masks": (T, H', W') bool, "unannotated": (H', W') bool}]``
+        padded like the images (padding is not unannotated)."""
         padded_h, padded_w = images.tensor.shape[-2:]
         targets = []
         for x in batched_inputs:
@@ -416,6 +417,8 @@ class ZeroShotMaskFormer(nn.Module):
             padded = masks.new_zeros((masks.shape[0], padded_h, padded_w), dtype=torch.bool)
             padded[:, : masks.shape[1], : masks.shape[2]] = masks.bool()
             targets.append({"labels": instances.gt_classes.long(), "masks": padded})
+        for target, unannotated in zip(targets, self.unannotated_masks(batched_inputs, images)):
+            target["unannotated"] = unannotated
         return targets
 
     @torch.no_grad()
@@ -499,6 +502,7 @@ def add_pseudo_targets(targets: List[Dict[str, torch.Tensor]], pseudo: List[Pseu
         valid[b, :count] = True
         labels = target["labels"]
         joint.append({
+            **{k: v for k, v in target.items() if k == "unannotated"},
             "labels": torch.cat((labels, num_text + torch.arange(count, device=labels.device))),
             "masks": torch.cat((target["masks"], pseudo_masks)),
             "is_pseudo": torch.cat((torch.zeros_like(labels, dtype=torch.bool),
