@@ -73,7 +73,7 @@ def test_run_key_ignores_a_newly_added_key_only_at_its_neutral_value():
     import hashlib
 
     from zsmask.engine import build_config
-    from toy_ablation import NEUTRAL_ADDITIONS, run_key
+    from toy_ablation import NEUTRAL_ADDITIONS, legacy_run_key, run_key
 
     cfg = build_config(os.path.join(ROOT, "configs", "toy", "alignzeg.yaml"), [])
     assert cfg.MODEL.ALIGNZEG.PBC.NEGATIVES == NEUTRAL_ADDITIONS["MODEL.ALIGNZEG.PBC.NEGATIVES"]
@@ -86,6 +86,8 @@ def test_run_key_ignores_a_newly_added_key_only_at_its_neutral_value():
         for name in parents:
             node = node[name]
         del node[leaf]
+    assert legacy_run_key(cfg) == hashlib.sha256(before.dump().encode()).hexdigest()[:16]
+    before.OUTPUT_DIR = ""
     assert run_key(cfg) == hashlib.sha256(before.dump().encode()).hexdigest()[:16]
     assert run_key(cfg, "trained") != run_key(cfg)
     # any other value is a different run
@@ -93,3 +95,32 @@ def test_run_key_ignores_a_newly_added_key_only_at_its_neutral_value():
                            ["MODEL.ALIGNZEG.PBC.NEGATIVES", "unannotated"])
     assert run_key(changed) != run_key(cfg)
     assert cfg.MODEL.ALIGNZEG.PBC.NEGATIVES == "top_k"  # the key leaves the config it hashes unchanged
+
+
+def test_run_key_leaves_out_the_output_folder_and_an_evaluations_weights_path():
+    from zsmask.engine import build_config
+    from toy_ablation import legacy_run_key, run_key
+
+    config = os.path.join(ROOT, "configs", "toy", "hungarian.yaml")
+    a = build_config(config, ["OUTPUT_DIR", "out/a", "MODEL.WEIGHTS", "out/a/model_final.pth"])
+    b = build_config(config, ["OUTPUT_DIR", "out/b", "MODEL.WEIGHTS", "out/b/model_final.pth"])
+    assert run_key(a, "t") == run_key(b, "t") and legacy_run_key(a, "t") != legacy_run_key(b, "t")
+    assert run_key(a, "t") != run_key(b, "u")  # the trained run stands for the weights
+    # a training's initial weights are part of the run
+    assert run_key(a) != run_key(b)
+    assert run_key(build_config(config, ["OUTPUT_DIR", "x"])) == run_key(build_config(config, ["OUTPUT_DIR", "y"]))
+
+
+def test_run_store_reads_a_legacy_key_back_and_rewrites_it(tmp_path):
+    import json
+
+    from toy_ablation import RunStore
+
+    store = RunStore(str(tmp_path))
+    os.makedirs(tmp_path / "row")
+    (tmp_path / "row" / "seed0.json").write_text(json.dumps({"key": "old", "result": {"hIoU": 40.0}}))
+    assert store.get("row", 0, "new") is None
+    assert store.get("row", 0, "new", legacy="other") is None
+    assert store.get("row", 0, "new", legacy="old")["hIoU"] == 40.0
+    assert json.loads((tmp_path / "row" / "seed0.json").read_text())["key"] == "new"
+    assert store.get("row", 0, "new")["hIoU"] == 40.0

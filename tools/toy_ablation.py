@@ -134,7 +134,19 @@ def _without_neutral_additions(cfg):
 def run_key(cfg, trained_key: str = "") -> str:
     """Hash of everything a run's result depends on: its full merged config ``cfg`` (so edits of
     a base config count; keys in :data:`NEUTRAL_ADDITIONS` at their neutral value left out) and,
-    for an evaluation-only run, the key of the run that trained its weights."""
+    for an evaluation-only run, the key of the run that trained its weights. Where a run writes
+    (``OUTPUT_DIR``) is left out, so a row can be renamed; so are an evaluation's ``MODEL.WEIGHTS``,
+    which ``trained_key`` stands for."""
+    cfg = _without_neutral_additions(cfg)
+    cfg.OUTPUT_DIR = ""
+    if trained_key:
+        cfg.MODEL.WEIGHTS = ""
+    return legacy_run_key(cfg, trained_key)
+
+
+def legacy_run_key(cfg, trained_key: str = "") -> str:
+    """The key of runs stored before :func:`run_key` left out the output folder: a hash of the
+    config as given. A stored run with this key is read back and re-stored under its new key."""
     digest = hashlib.sha256(_without_neutral_additions(cfg).dump().encode())
     if trained_key:
         digest.update(trained_key.encode())
@@ -153,12 +165,15 @@ class RunStore:
         base = os.path.join(self.root, row, f"seed{seed}")
         return base + ".json", base + ".npz"
 
-    def get(self, row: str, seed: int, key: str):
-        """The stored result of (row, seed) if it was made with ``key``, else None."""
+    def get(self, row: str, seed: int, key: str, legacy: str = ""):
+        """The stored result of (row, seed) if it was made with ``key`` (or ``legacy``, its key
+        before the key's definition changed: the record is then rewritten with ``key``), else None."""
         record, matrices = self._paths(row, seed)
-        found = read_finished(record, key)
+        found = read_finished(record, key, legacy)
         if found is None:
             return None
+        if read_finished(record, key) is None:
+            atomic_write_text(record, json.dumps({"key": key, "result": found}, indent=1))
         return dict(found, per_image_confusion=_relative(matrices) if os.path.isfile(matrices) else None)
 
     def put(self, row: str, seed: int, key: str, result: dict) -> dict:
@@ -175,9 +190,9 @@ class RunStore:
         return result
 
 
-def read_finished(path: str, key: str):
-    """The result a previous run with this ``key`` left in ``path`` (a ``result.json`` file, or
-    the run folder holding one), or None."""
+def read_finished(path: str, key: str, legacy: str = ""):
+    """The result a previous run with this ``key`` (or the ``legacy`` one) left in ``path`` (a
+    ``result.json`` file, or the run folder holding one), or None."""
     if os.path.isdir(path) or not path.endswith(".json"):
         path = os.path.join(path, "result.json")
     try:
@@ -185,7 +200,7 @@ def read_finished(path: str, key: str):
             saved = json.load(f)
     except (OSError, ValueError):
         return None
-    return saved["result"] if saved.get("key") == key else None
+    return saved["result"] if saved.get("key") in {key, legacy or key} else None
 
 
 def _relative(path: str) -> str:
@@ -218,11 +233,13 @@ def paired_eval_se(a: dict, b: dict, metric_fn, metric: str = "hIoU"):
     return paired_bootstrap_standard_errors(loaded_a[0], loaded_b[0], metric_fn, [metric])[metric]
 
 
-def _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights="", trained_key=""):
-    """The ``train_net.py`` command of a run, its merged config and its key."""
+def _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights="", trained_key="",
+             trained_legacy=""):
+    """The ``train_net.py`` command of a run, its merged config, its key and its legacy key (an
+    evaluation's made with the trained run's legacy key ``trained_legacy``)."""
     command, overrides = _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights)
     cfg = build_config(config_file, overrides)
-    return command, cfg, run_key(cfg, trained_key)
+    return command, cfg, run_key(cfg, trained_key), legacy_run_key(cfg, trained_legacy or trained_key)
 
 
 def per_image_path(output_dir: str, cfg) -> str:
@@ -230,40 +247,43 @@ def per_image_path(output_dir: str, cfg) -> str:
     return os.path.join(output_dir, "inference", f"per_image_confusion_{cfg.DATASETS.TEST[0]}.npz")
 
 
-def find_finished(output_dir: str, key: str, per_image: str, store=None, row: str = "", seed: int = 0):
+def find_finished(output_dir: str, key: str, per_image: str, store=None, row: str = "", seed: int = 0,
+                  legacy: str = ""):
     """A finished run's result: from ``output_dir/result.json`` (copied into ``store`` if missing
     there, or if only the folder has its ``per_image`` matrices, which may postdate the run) or
-    from ``store``, as the store holds it; None when neither holds one made with ``key``."""
-    finished = read_finished(output_dir, key)
+    from ``store``, as the store holds it; None when neither holds one made with ``key`` (or its
+    ``legacy`` key, see :meth:`RunStore.get`)."""
+    finished = read_finished(output_dir, key, legacy)
     if finished is not None:
         finished = dict(finished, per_image_confusion=_relative(per_image) if os.path.isfile(per_image) else None)
         if store is None:
             return finished
-        stored = store.get(row, seed, key)
+        stored = store.get(row, seed, key, legacy)
         if stored is None or (stored["per_image_confusion"] is None and finished["per_image_confusion"]):
             stored = store.put(row, seed, key, finished)
         return stored
-    return store.get(row, seed, key) if store is not None else None
+    return store.get(row, seed, key, legacy) if store is not None else None
 
 
 def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device: str, opts,
             eval_weights: str = "", trained_key: str = "", before_training=None, store=None, row: str = "",
-            threads: int = 0, force: bool = False) -> dict:
+            threads: int = 0, force: bool = False, trained_legacy: str = "") -> dict:
     """Train + evaluate one config with one seed in its own ``train_net.py`` process (log in
     ``<output_dir>/log.txt``); return its GZS3 metrics, the IoU per class, the training time and
-    the run's ``key``. With ``eval_weights`` only evaluate those weights, trained by the run whose
-    key is ``trained_key`` (the training time is then read from their folder's log). A finished
+    the run's ``key`` and ``legacy_key``. With ``eval_weights`` only evaluate those weights, trained
+    by the run whose keys are ``trained_key`` and ``trained_legacy`` (the training time is then read from their folder's log). A finished
     run with the same key, in ``output_dir`` or in ``store`` under (``row``, ``seed``), is read
     back, not rerun (``reused`` True); otherwise ``before_training()`` is called first, when
     given. ``threads`` > 0 sets the subprocess's torch / OpenMP threads; ``force`` reruns a
     finished run (to remake its weights)."""
-    command, cfg, key = _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights, trained_key)
+    command, cfg, key, legacy = _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights,
+                                         trained_key, trained_legacy)
     per_image = per_image_path(output_dir, cfg)
     per_image_entry = lambda: _relative(per_image) if os.path.isfile(per_image) else None  # noqa: E731
     if not force:
-        finished = find_finished(output_dir, key, per_image, store, row, seed)
+        finished = find_finished(output_dir, key, per_image, store, row, seed, legacy)
         if finished is not None:
-            return dict(finished, key=key, reused=True)
+            return dict(finished, key=key, legacy_key=legacy, reused=True)
     if before_training is not None:
         before_training()
     os.makedirs(output_dir, exist_ok=True)
@@ -290,7 +310,7 @@ def run_one(config_file: str, seed: int, max_iter: int, output_dir: str, device:
     atomic_write_text(os.path.join(output_dir, "result.json"), json.dumps({"key": key, "result": result}, indent=1))
     if store is not None:
         result = store.put(row, seed, key, result)
-    return dict(result, key=key, reused=False)
+    return dict(result, key=key, legacy_key=legacy, reused=False)
 
 
 def summarise(runs: dict, baseline: str = None) -> str:
@@ -491,8 +511,10 @@ def main(argv=None) -> int:
         weights = os.path.join(folder, "model_final.pth")
         out = os.path.join(args.output_dir, name, f"seed{seed}")
         opts = list(args.opts) + overrides
-        _, cfg, key = _planned(configs[method], seed, args.max_iter, out, args.device, opts, weights, trained["key"])
-        if find_finished(out, key, per_image_path(out, cfg), store, name, seed) is None and not os.path.isfile(weights):
+        _, cfg, key, legacy = _planned(configs[method], seed, args.max_iter, out, args.device, opts, weights,
+                                       trained["key"], trained["legacy_key"])
+        if (find_finished(out, key, per_image_path(out, cfg), store, name, seed, legacy) is None
+                and not os.path.isfile(weights)):
             _say(f"{method} seed {seed}: weights gone, retraining them for {name}")
             again = run_one(configs[method], seed, args.max_iter, folder, args.device, args.opts, row=method,
                             force=True, **common)
@@ -502,7 +524,7 @@ def main(argv=None) -> int:
                 with lock:
                     runs[method][seed] = {k: v for k, v in again.items() if k != "reused"}
         result = run_one(configs[method], seed, args.max_iter, out, args.device, opts, eval_weights=weights,
-                         trained_key=trained["key"], row=name, **common)
+                         trained_key=trained["key"], trained_legacy=trained["legacy_key"], row=name, **common)
         with lock:
             record(name, seed, result)
         return result
@@ -545,7 +567,9 @@ def main(argv=None) -> int:
     os.makedirs(args.results_dir, exist_ok=True)
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.json"), json.dumps(
         {"max_iter": args.max_iter, "seeds": args.seeds, "device": args.device, "baseline": args.baseline,
-         "jobs": args.jobs, "threads": args.threads, "opts": args.opts, "torch": torch.__version__, "runs": runs}, indent=1))
+         "jobs": args.jobs, "threads": args.threads, "opts": args.opts, "torch": torch.__version__,
+         "runs": {row: {seed: {k: v for k, v in result.items() if k != "legacy_key"} for seed, result in seeds.items()}
+                  for row, seeds in runs.items()}}, indent=1))
     atomic_write_text(os.path.join(args.results_dir, f"{args.name}.md"), text)
     _say("\n" + text)
     _say(f"results: {os.path.join(args.results_dir, args.name)}.{{json,md}}")
