@@ -83,7 +83,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     # under MODEL.SAZS).
     cfg.MODEL.ZSMASK.POST_PROCESSORS = []
     # Softmax scores at inference include the "no object" / background class (Mask2Former);
-    # False: a softmax over the vocabulary alone (AlignZeg: "the background score is not used").
+    # False: a softmax over the vocabulary alone (the literal reading of AlignZeg Sec. 4.2).
     cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE = True
     # Extra randomly drawn decoder queries appended to the learned ones at inference only.
     cfg.MODEL.ZSMASK.RANDOM_QUERIES = CN()
