@@ -18,8 +18,8 @@ pixels go, boundary F-score, class-indicator AUROC; :mod:`zsmask.evaluation.diag
 
 Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir`` and a
 copy in the run store ``<results-dir>/runs/<row>/seed<k>.json`` (with its per-image confusion
-matrices beside it, ``.npz``), keyed by a hash of its full config (and, for evaluation variants,
-of the trained run's key); a rerun reads either back instead of training again, so a long
+matrices beside it, ``.npz``), keyed by a hash of its full config without ``OUTPUT_DIR`` (and, for evaluation
+variants, of the trained run's key), so a row can be renamed; a rerun reads either back instead of training again, so a long
 ablation spans sessions once the store is committed. A changed config, budget or override reruns
 only the runs it touches. An evaluation variant whose trained weights are gone (a fresh
 checkout) retrains its method's seed first.
