@@ -324,14 +324,14 @@ class ZeroShotMaskFormer(nn.Module):
         weights = dict(self.criterion.weight_dict)
         pixel_losses = {}
         if self.pixel_score_head is not None:
-            pixel_losses = self.pixel_score_losses(batched_inputs, images, outputs, targets, vocabulary)
+            pixel_losses = self.pixel_score_losses(images, outputs, targets, vocabulary)
             weights.update(self.pixel_score_head.weight_dict)
         extra, extra_valid = None, None
         if self.pseudo_labeler is not None:
             raw = self.preprocess_images(batched_inputs, normalize=False).tensor
             if self.region_text_alignment is not None and self.region_text_alignment[1] < self.alignment_masks:
                 self.measure_region_text_alignment(raw, targets, text)
-            pseudo = self.pseudo_labeler(self.clip, raw, self.unannotated_masks(batched_inputs, images))
+            pseudo = self.pseudo_labeler(self.clip, raw, torch.stack([t["unannotated"] for t in targets]))
             targets, extra, extra_valid = add_pseudo_targets(targets, pseudo, text)
 
         def classify(embeddings: torch.Tensor) -> torch.Tensor:
@@ -348,11 +348,11 @@ class ZeroShotMaskFormer(nn.Module):
             weights.update(head.weight_dict)
         return {name: value * weights[name] for name, value in losses.items() if name in weights}
 
-    def pixel_score_losses(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict,
+    def pixel_score_losses(self, images: ImageList, outputs: Dict,
                            targets: List[Dict[str, torch.Tensor]], vocabulary: Tuple[str, ...]) -> Dict[str, torch.Tensor]:
         """The pixel score head's losses on the dense ground truth of the annotated pixels."""
         head_outputs = self.pixel_score_head(outputs["features"], self.clip, vocabulary)
-        valid = ~self.unannotated_masks(batched_inputs, images)
+        valid = ~torch.stack([t["unannotated"] for t in targets])
         for i, (height, width) in enumerate(images.image_sizes):
             valid[i, height:], valid[i, :, width:] = False, False
         return self.pixel_score_head.losses(head_outputs, dense_targets(targets, len(vocabulary)), valid)
