@@ -169,10 +169,10 @@ class RunStore:
         """The stored result of (row, seed) if it was made with ``key`` (or ``legacy``, its key
         before the key's definition changed: the record is then rewritten with ``key``), else None."""
         record, matrices = self._paths(row, seed)
-        found = read_finished(record, key, legacy)
-        if found is None:
+        saved_key, found = _read_record(record)
+        if saved_key not in {key, legacy or key}:
             return None
-        if read_finished(record, key) is None:
+        if saved_key != key:
             atomic_write_text(record, json.dumps({"key": key, "result": found}, indent=1))
         return dict(found, per_image_confusion=_relative(matrices) if os.path.isfile(matrices) else None)
 
@@ -195,12 +195,18 @@ def read_finished(path: str, key: str, legacy: str = ""):
     ``result.json`` file, or the run folder holding one), or None."""
     if os.path.isdir(path) or not path.endswith(".json"):
         path = os.path.join(path, "result.json")
+    saved_key, result = _read_record(path)
+    return result if saved_key in {key, legacy or key} else None
+
+
+def _read_record(path: str):
+    """``(key, result)`` of a run record (``{"key", "result"}`` JSON), or ``(None, None)`` when unreadable."""
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError):
-        return None
-    return saved["result"] if saved.get("key") in {key, legacy or key} else None
+        return None, None
+    return saved.get("key"), saved.get("result")
 
 
 def _relative(path: str) -> str:
