@@ -9,12 +9,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("dataset", ["voc", "coco"])
 def test_real_data_configs_combine_split_matching_with_the_pixel_score_path(dataset):
-    from detectron2.config import get_cfg
+    from zsmask.engine import build_config
 
-    from zsmask.config import add_zsmask_config
-
-    cfg = add_zsmask_config(get_cfg())
-    cfg.merge_from_file(os.path.join(ROOT, "configs", dataset, "zsmask.yaml"))
+    cfg = build_config(os.path.join(ROOT, "configs", dataset, "zsmask.yaml"))
     z, sm = cfg.MODEL.ZSMASK, cfg.MODEL.SPLIT_MATCHING
     assert z.MATCHER == "split_matching" and z.PSEUDO_LABELER == "clip_kmeans" and z.CLASS_SCORE == "sigmoid"
     assert list(z.LOSSES) == ["focal_labels", "iou_dice_masks", "candidate_cosine"]
