@@ -10,7 +10,7 @@ With ``MODEL.DEVICE cpu`` (or no CUDA at all) ``--num-gpus N`` starts N CPU proc
 by a gloo process group (single machine; see :func:`zsmask.engine.launch`). The datasets,
 mapper, evaluator, optimizer and LR schedule are zsmask's; the model is built from
 ``MODEL.META_ARCHITECTURE`` in detectron2's ``META_ARCH_REGISTRY``. Checkpoints are written
-atomically.
+atomically and hold what trains, not the frozen CLIP (:mod:`zsmask.engine.checkpoint`).
 """
 import logging
 
@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 
 import zsmask.data  # noqa: F401  (registers the built-in zero-shot splits)
 import zsmask.modeling  # noqa: F401  (registers zsmask's meta-architecture and parts)
-from zsmask.engine import AtomicDetectionCheckpointer, Trainer, build_config, launch
+from zsmask.engine import SlimCheckpointer, Trainer, build_config, launch
 
 
 def build_cfg(args):
@@ -41,7 +41,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        SlimCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

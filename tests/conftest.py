@@ -138,14 +138,14 @@ def write_tiny_model_files(root, name: str, classes=("cat", "dog", "grass", "she
     """A tiny trained-model bundle on disk, as users have after training: the zero-shot split
     ``name`` (``classes``, ``unseen`` ones held out) registered on a small folder, ``config.yaml``
     (the :func:`tiny_model_cfg` model trained on ``<name>_train``, tested on ``<name>_test``,
-    test images resized to 64) and ``model.pth`` (its seeded initial weights, saved by
-    detectron2's checkpointer). Returns ``(config_path, weights_path)``."""
+    test images resized to 64) and ``model.pth`` (its seeded initial weights, saved by zsmask's
+    checkpointer as training does: without the frozen CLIP). Returns ``(config_path, weights_path)``."""
     import torch
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     import zsmask.modeling  # noqa: F401
     from zsmask.data import SemSegFolder, register_zero_shot_split
+    from zsmask.engine import SlimCheckpointer
 
     root = str(root)
     labels = [np.array([[0, 1], [2, 3]], dtype=np.uint8).repeat(16, 0).repeat(16, 1)] * 2
@@ -158,5 +158,5 @@ def write_tiny_model_files(root, name: str, classes=("cat", "dog", "grass", "she
         f.write(cfg.dump())
     torch.manual_seed(0)
     model = build_model(cfg)
-    DetectionCheckpointer(model, save_dir=root).save("model")
+    SlimCheckpointer(model, save_dir=root).save("model")
     return config_path, os.path.join(root, "model.pth")

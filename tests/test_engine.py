@@ -17,7 +17,7 @@ from detectron2.engine import AMPTrainer, SimpleTrainer
 
 from zsmask.config import add_zsmask_config
 from zsmask.data import SemSegFolder, register_zero_shot_split
-from zsmask.engine import AtomicDetectionCheckpointer, Trainer, launch
+from zsmask.engine import SlimCheckpointer, Trainer, launch
 from zsmask.solver import build_optimizer
 
 from conftest import tiny_model_cfg, write_sem_seg_folder
@@ -160,7 +160,7 @@ def test_two_cpu_processes_train_and_evaluate_like_one(world):
 
     cfg = _in_process_cfg(world, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(world["root"] / "in_process_eval"))
     model = Trainer.build_model(cfg)
-    AtomicDetectionCheckpointer(model).load(weights)
+    SlimCheckpointer(model).load(weights)
     one = Trainer.test(cfg, model)["sem_seg"]
     assert set(one) == set(two)
     for key, value in one.items():  # the JSON file stores NaN (class absent) as null
@@ -193,7 +193,7 @@ def test_gpu_device_without_cuda_is_a_clear_error():
 
 def test_atomic_checkpointer_keeps_previous_checkpoint_when_save_fails(tmp_path):
     model = torch.nn.Linear(3, 2)
-    ckpt = AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    ckpt = SlimCheckpointer(model, save_dir=str(tmp_path))
     ckpt.save("model_final")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
@@ -221,7 +221,7 @@ def test_checkpoints_of_an_older_layout_load_through_the_checkpointer(tmp_path):
     model.add_module("classifier", VocabularyClassifier(8, 10.0, 100.0, 0.0, "softmax", 1))
     old = {"classifier.logit_scale": torch.tensor(2.0), "classifier.void_embedding": torch.arange(8.0)}
     torch.save({"model": old}, tmp_path / "old.pth")
-    result = AtomicDetectionCheckpointer(model).load(str(tmp_path / "old.pth"))
+    result = SlimCheckpointer(model).load(str(tmp_path / "old.pth"))
     assert torch.equal(model.classifier.void_embedding, torch.arange(8.0)[None])
     assert float(model.classifier.logit_scale) == 2.0
     assert not result.get("incompatible_keys", None) or not result["incompatible_keys"].incorrect_shapes

@@ -114,6 +114,25 @@ def test_export_tool_prints_the_agreement_table(bundle, tmp_path, capsys):
     assert json.loads(printed.split("metadata: ")[1].splitlines()[0])["image_size"] == [64, 64]
 
 
+def test_export_tool_writes_a_self_contained_checkpoint_that_loads_alone(bundle, tmp_path, capsys):
+    config, weights = bundle
+    tool = runpy.run_path(os.path.join(ROOT, "tools", "export_model.py"))["main"]
+    out = str(tmp_path / "shared.pth")
+    assert tool(["--config-file", config, "--output", out, "--vocabulary", "cat,zebra", "--image-size", "64", "64",
+                 "--device", "cpu", "MODEL.WEIGHTS", weights]) == 0  # the .pth suffix chooses the format
+    printed = capsys.readouterr().out
+    assert "self-contained checkpoint (CLIP and config included)" in printed
+    rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("0 ", "1 "))]
+    assert len(rows) == 2 and all(float(r[2]) == 0.0 and r[3] == "100.00%" for r in rows)
+    saved = torch.load(out, map_location="cpu", weights_only=True)
+    slim = torch.load(weights, map_location="cpu", weights_only=True)
+    clip_keys = [k for k in saved["model"] if k.startswith("clip.model.")]
+    assert saved["clip_included"] and clip_keys and not any(k.startswith("clip.model.") for k in slim["model"])
+    assert saved["clip_reference"] == slim["clip_reference"] and "META_ARCHITECTURE" in saved["config"]
+    clip_bytes = sum(saved["model"][k].numel() * saved["model"][k].element_size() for k in clip_keys)
+    assert os.path.getsize(out) >= os.path.getsize(weights) + clip_bytes
+
+
 def test_onnx_export_agrees_with_eager_in_onnx_runtime_at_any_size(bundle, tmp_path, unique_name):
     config, weights = bundle
     # random queries and Predictive-Bias-free default parts; the CLIP backbone's fused attention must unfuse

@@ -340,7 +340,7 @@ def test_toy_ablation_resumes_without_rerunning_finished_runs(tmp_path, capsys):
     assert "hungarian_aa seed 0:" in capsys.readouterr().out
     assert (out / "hungarian_aa" / "seed1000" / "result.json").is_file()
     aa = json.loads((results / "t.json").read_text())["runs"]["hungarian_aa"]
-    assert set(aa) == {"0"} and aa["0"]["hIoU"] != rerun["0"]["hIoU"]  # another seed, another model
+    assert set(aa) == {"0"} and aa["0"]["per_class_iou"] != rerun["0"]["per_class_iou"]  # another seed, another model
 
 
 def test_second_split_holds_out_other_classes_of_the_same_scenes(tmp_path):

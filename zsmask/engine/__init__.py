@@ -1,16 +1,19 @@
-"""Training engine: a launcher that also runs CPU (gloo) processes, zsmask's trainer, and loading
-trained models for inference."""
+"""Training engine: a launcher that also runs CPU (gloo) processes, zsmask's trainer, slim
+checkpoints, and loading trained models for inference."""
+from .checkpoint import ClipReferenceError, SlimCheckpointer, full_checkpoint, upgrade_checkpoint_state
 from .inference import default_device, inference_config, load_inference_model
 from .launch import launch, uses_cpu_processes
 from .setup import build_config, with_zs3_variants
-from .trainer import AtomicDetectionCheckpointer, Trainer, build_train_loop, create_ddp_model, upgrade_checkpoint_state
+from .trainer import Trainer, build_train_loop, create_ddp_model
 
 __all__ = [
-    "AtomicDetectionCheckpointer",
+    "ClipReferenceError",
+    "SlimCheckpointer",
     "Trainer",
     "build_config",
     "build_train_loop",
     "default_device",
+    "full_checkpoint",
     "inference_config",
     "load_inference_model",
     "create_ddp_model",

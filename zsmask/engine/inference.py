@@ -12,8 +12,8 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from torch import nn
 
+from .checkpoint import SlimCheckpointer, read_clip_from_weights
 from .setup import build_config
-from .trainer import AtomicDetectionCheckpointer
 
 __all__ = ["default_device", "inference_config", "load_inference_model"]
 
@@ -27,7 +27,9 @@ def inference_config(config: Union[str, CfgNode], weights: Optional[str] = None,
                      opts: Sequence[str] = ()) -> CfgNode:
     """A frozen config for inference: ``config`` (a yaml path, with ``_BASE_``, or a CfgNode,
     which is copied) + ``opts`` (``["KEY", "value", ...]``), with ``MODEL.WEIGHTS`` set to
-    ``weights`` when given and ``MODEL.DEVICE`` to ``device`` (default :func:`default_device`)."""
+    ``weights`` when given and ``MODEL.DEVICE`` to ``device`` (default :func:`default_device`).
+    Weights that carry their CLIP (``tools/export_model.py --format checkpoint``) also become
+    ``MODEL.CLIP.PRETRAINED``, so no other CLIP file is needed."""
     import zsmask.data  # noqa: F401  (registers the built-in splits whose vocabularies configs name)
     import zsmask.modeling  # noqa: F401  (registers the meta-architecture and its parts)
 
@@ -42,6 +44,7 @@ def inference_config(config: Union[str, CfgNode], weights: Optional[str] = None,
         cfg = build_config(str(config), opts)
     if weights is not None:
         cfg.MODEL.WEIGHTS = str(weights)
+    read_clip_from_weights(cfg)
     cfg.MODEL.DEVICE = str(device or default_device())
     if torch.device(cfg.MODEL.DEVICE).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {cfg.MODEL.DEVICE!r} was asked for but this torch sees no CUDA device; "
@@ -54,8 +57,8 @@ def load_inference_model(config: Union[str, CfgNode], weights: Optional[str] = N
                          opts: Sequence[str] = ()) -> Tuple[nn.Module, CfgNode]:
     """``(model in eval mode on its device, frozen config)``; see :func:`inference_config`.
 
-    ``MODEL.WEIGHTS`` (or ``weights``) is loaded with detectron2's checkpointer (older layouts
-    converted, see :func:`~zsmask.engine.trainer.upgrade_checkpoint_state`); an empty value
+    ``MODEL.WEIGHTS`` (or ``weights``) is loaded with zsmask's checkpointer (older layouts
+    converted, see :func:`~zsmask.engine.checkpoint.upgrade_checkpoint_state`); an empty value
     keeps the initialisation (CLIP still loads its own weights from ``MODEL.CLIP``). A weights
     path that is not a file raises FileNotFoundError naming it.
     """
@@ -66,6 +69,6 @@ def load_inference_model(config: Union[str, CfgNode], weights: Optional[str] = N
                                 "by train_net.py)")
     model = build_model(cfg)
     if path:
-        AtomicDetectionCheckpointer(model).load(path)
+        SlimCheckpointer(model).load(path)
     model.eval()
     return model, cfg

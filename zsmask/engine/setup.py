@@ -6,6 +6,7 @@ from detectron2.data import DatasetCatalog
 
 from ..config import add_zsmask_config
 from ..data.catalog import VARIANT_SUFFIX
+from .checkpoint import read_clip_from_weights
 
 __all__ = ["with_zs3_variants", "build_config"]
 
@@ -24,11 +25,13 @@ def with_zs3_variants(test_names: Sequence[str]) -> tuple:
 def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     """detectron2 defaults + :func:`add_zsmask_config` + ``config_file`` (with ``_BASE_``) +
     ``opts`` (``["KEY", "value", ...]``); with ``TEST.ZERO_SHOT.EVAL_ZS3`` the ZS3 variants
-    join ``DATASETS.TEST``. Not frozen."""
+    join ``DATASETS.TEST``; ``MODEL.WEIGHTS`` that carry their CLIP also become
+    ``MODEL.CLIP.PRETRAINED`` (:func:`~zsmask.engine.checkpoint.read_clip_from_weights`). Not frozen."""
     cfg = get_cfg()
     add_zsmask_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    read_clip_from_weights(cfg)
     if cfg.TEST.ZERO_SHOT.EVAL_ZS3:
         cfg.DATASETS.TEST = with_zs3_variants(cfg.DATASETS.TEST)
     return cfg

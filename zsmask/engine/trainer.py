@@ -1,12 +1,11 @@
 """zsmask's detectron2 trainer: its data pipeline, evaluator and solver, DDP that also runs on
-CPU (gloo), AMP only where it exists (CUDA), and checkpoints written atomically."""
+CPU (gloo), AMP only where it exists (CUDA), and slim checkpoints written atomically."""
 import inspect
 import logging
 import os
 import weakref
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
@@ -19,61 +18,11 @@ from ..data.catalog import EVALUATOR_TYPE
 from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
 from .. import modeling  # noqa: F401  (registers ZeroShotMaskFormer and its parts)
-from ..utils import atomic_write
+from .checkpoint import SlimCheckpointer
 
-__all__ = ["AtomicDetectionCheckpointer", "Trainer", "build_train_loop", "create_ddp_model", "upgrade_checkpoint_state"]
+__all__ = ["Trainer", "build_train_loop", "create_ddp_model"]
 
 logger = logging.getLogger(__name__)
-
-
-def upgrade_checkpoint_state(model: torch.nn.Module, state_dict: dict) -> None:
-    """Let each module that has ``upgrade_checkpoint(state_dict, prefix)`` convert its entries of
-    an older checkpoint layout in place. detectron2 drops entries whose shape differs from the
-    model's before ``load_state_dict`` (and its pre-hooks) runs, so conversions happen here."""
-    for name, module in model.named_modules():
-        upgrade = getattr(module, "upgrade_checkpoint", None)
-        if upgrade is None:
-            continue
-        prefix = f"{name}." if name else ""
-        upgrade(state_dict, prefix)
-        if prefix.startswith("module."):  # a DistributedDataParallel model; checkpoints may lack the wrapper
-            upgrade(state_dict, prefix[len("module."):])
-
-
-class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` whose ``<name>.pth`` and ``last_checkpoint`` files are
-    replaced atomically, so a crash while saving leaves the previous checkpoint usable.
-    Non-local save folders (``scheme://``) fall back to the plain (non-atomic) writes. Loading
-    first converts older checkpoint layouts (:func:`upgrade_checkpoint_state`)."""
-
-    def _load_model(self, checkpoint):
-        if isinstance(checkpoint.get("model"), dict):
-            upgrade_checkpoint_state(self.model, checkpoint["model"])
-        return super()._load_model(checkpoint)
-
-    def _is_local(self) -> bool:
-        return "://" not in self.save_dir
-
-    def save(self, name: str, **kwargs) -> None:
-        if not self.save_dir or not self.save_to_disk:
-            return
-        if not self._is_local():
-            return super().save(name, **kwargs)
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        atomic_write(save_file, lambda f: torch.save(data, f), "wb")
-        self.tag_last_checkpoint(basename)
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not self._is_local():
-            return super().tag_last_checkpoint(last_filename_basename)
-        path = os.path.join(self.save_dir, "last_checkpoint")
-        atomic_write(path, lambda f: f.write(last_filename_basename), "w")
 
 
 def create_ddp_model(model: torch.nn.Module, *, find_unused_parameters: bool = False) -> torch.nn.Module:
@@ -120,8 +69,8 @@ def _mapper(cfg, is_train: bool) -> ZeroShotSemSegDatasetMapper:
 class Trainer(DefaultTrainer):
     """detectron2's :class:`DefaultTrainer` with zsmask's data pipeline, evaluator and solver,
     DDP on CPU or GPU (:func:`create_ddp_model`), AMP on GPU only (:func:`build_train_loop`)
-    and an :class:`AtomicDetectionCheckpointer` whose checkpoints also hold the optimizer
-    state. ``resume_or_load`` is detectron2's."""
+    and a :class:`~zsmask.engine.checkpoint.SlimCheckpointer` whose checkpoints hold the
+    trained weights (not the frozen CLIP) and the optimizer state. ``resume_or_load`` is detectron2's."""
 
     def __init__(self, cfg):
         TrainerBase.__init__(self)  # DefaultTrainer.__init__ with the changes above
@@ -136,7 +85,7 @@ class Trainer(DefaultTrainer):
         self._trainer = build_train_loop(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SlimCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

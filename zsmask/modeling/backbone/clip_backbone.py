@@ -22,6 +22,7 @@ bottom/right to ``size_divisibility`` if needed; output sizes are ``ceil(H / str
   grid, with CLIP's pooled embedding ``clip_global`` (B, D), for a pixel score path (OTSeg,
   ZegOT). They are not pyramid levels (not in :meth:`output_shape`).
 """
+import copy
 import math
 from typing import Dict, Sequence
 
@@ -32,7 +33,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from ..clip.loader import load_clip_from_config
+from ..clip.shared import frozen_clip
 from ..clip.visual_towers import (resnet_stages, run_blocks, tower_kind, tower_stride, vit_embed, vit_patch_embeddings,
                                   vit_pool)
 
@@ -78,8 +79,9 @@ class CLIPVisualBackbone(Backbone):
                  num_deep_prompts: int = 0, embedding_layers: Sequence[int] = ()):
         """
         Args:
-            visual: an open_clip visual tower (``load_clip(...).visual``); it may be shared with
-                a :class:`CLIPTextImageEncoder`'s model when ``freeze`` is True.
+            visual: an open_clip visual tower; from the config, the process's frozen CLIP's
+                (:func:`~zsmask.modeling.clip.shared.frozen_clip`) when ``freeze``, else a copy
+                of it that trains.
             freeze: no gradients to the tower and its norms kept in eval mode, also after ``.train()``.
             out_features: names among res2..res5 to return.
             num_deep_prompts: learnable VPT-deep prompt tokens per block (ViT only; 0: none).
@@ -136,9 +138,11 @@ class CLIPVisualBackbone(Backbone):
     def from_config(cls, cfg, input_shape: ShapeSpec = None):
         if input_shape is not None and input_shape.channels not in (None, 3):
             raise ValueError(f"CLIPVisualBackbone takes 3-channel RGB input, got {input_shape.channels} channels")
-        clip_model = load_clip_from_config(cfg)
+        visual = frozen_clip(cfg).visual
+        if not cfg.MODEL.CLIP_BACKBONE.FREEZE:  # a fine-tuned tower is this backbone's own copy
+            visual = copy.deepcopy(visual).requires_grad_(True)
         return {
-            "visual": clip_model.visual,
+            "visual": visual,
             "freeze": cfg.MODEL.CLIP_BACKBONE.FREEZE,
             "out_features": list(cfg.MODEL.CLIP_BACKBONE.OUT_FEATURES),
             "num_deep_prompts": cfg.MODEL.CLIP_BACKBONE.NUM_DEEP_PROMPTS,

@@ -30,7 +30,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from ..clip.loader import load_clip_from_config
+from ..clip.shared import frozen_clip
 from ..clip.visual_towers import run_blocks, tower_kind, tower_stride, vit_embed
 
 __all__ = ["CLIPSideAdapterBackbone", "PlainViTEncoder"]
@@ -129,7 +129,7 @@ class CLIPSideAdapterBackbone(Backbone):
         encoder = PlainViTEncoder(enc.DIM, enc.DEPTH, enc.NUM_HEADS, enc.PATCH_SIZE, enc.MLP_RATIO,
                                   base_grid=max(1, cfg.INPUT.MIN_SIZE_TEST // enc.PATCH_SIZE))
         return {
-            "visual": load_clip_from_config(cfg).visual,
+            "visual": frozen_clip(cfg).visual,
             "encoder": encoder,
             "feature_layer": az.CLIP.FEATURE_LAYER,
             "decoder_layers": az.CLIP.DECODER_LAYERS,

@@ -10,6 +10,7 @@ from .loader import (
     register_clip_architecture_file,
     register_pretrained_source,
 )
+from .shared import clip_reference, frozen_clip, weights_digest
 from .prompt_learning import HandCraftedPrompts, LearnableContextPrompts, MultiPromptText
 from .toy_clip import TOY_CLIP_NAME, TOY_CLIP_TAG, crop_zero_shot_accuracy, toy_clip_report, toy_clip_weights
 from .templates import TEMPLATE_SETS, resolve_templates, validate_templates
@@ -24,6 +25,8 @@ __all__ = [
     "VocabularyError",
     "available_clip_architectures",
     "check_class_names",
+    "clip_reference",
+    "frozen_clip",
     "load_clip",
     "load_clip_from_config",
     "load_clip_state_dict",
@@ -38,4 +41,5 @@ __all__ = [
     "resolve_templates",
     "split_synonyms",
     "validate_templates",
+    "weights_digest",
 ]

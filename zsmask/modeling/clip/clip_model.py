@@ -9,7 +9,7 @@ from detectron2.config import configurable
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from .loader import load_clip_from_config
+from .shared import frozen_clip, weights_state
 from .templates import resolve_templates, validate_templates
 from .visual_towers import (
     VIT_DENSE_ROUTES,
@@ -139,7 +139,7 @@ class CLIPTextImageEncoder(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         clip_cfg = cfg.MODEL.CLIP
-        model = load_clip_from_config(cfg)
+        model = frozen_clip(cfg)
         model_context = open_clip.get_model_tokenize_cfg(model).get("context_length")
         context_length = clip_cfg.CONTEXT_LENGTH or model_context
         if model_context is not None and context_length > model_context:
@@ -190,12 +190,7 @@ class CLIPTextImageEncoder(nn.Module):
 
     def _weights_fingerprint(self) -> tuple:
         """Changes whenever a CLIP tensor is replaced or modified in place."""
-        tensors = list(self.model.parameters()) + list(self.model.buffers())
-        return (
-            self._weights_version,
-            sum(t._version for t in tensors),
-            hash(tuple(t.data_ptr() for t in tensors)),
-        )
+        return self._weights_version, hash(weights_state(self.model))
 
     # ------------------------------------------------------------------------------ text
     def _tokenize(self, prompts: Sequence[str]) -> torch.Tensor:

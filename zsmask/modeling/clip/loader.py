@@ -4,9 +4,8 @@
 and the CLIP visual backbone all go through it). :func:`register_clip_architecture` adds a
 custom architecture (e.g. the toy CLIP) to open_clip's registry from a plain dict.
 
-Every call of :func:`load_clip` returns a **fresh** model: parts that may train (an unfrozen
-CLIP backbone) never share storage with parts that must not (the frozen text classifier).
-Callers that want one copy in memory pass the same model (or its ``.visual``) to both parts.
+Every call of :func:`load_clip` returns a **fresh** model. The parts of a zsmask model do not
+call it directly: they share the process's one frozen CLIP (:mod:`.shared`).
 """
 import atexit
 import difflib
@@ -37,6 +36,7 @@ logger = logging.getLogger(__name__)
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
 _MAX_LISTED_MISMATCHES = 5
+_ZSMASK_CLIP_PREFIX = "clip.model."  # the frozen CLIP's keys in a zsmask model's state dict
 
 
 class ClipWeightsError(ValueError):
@@ -180,8 +180,9 @@ def load_clip_state_dict(path: str, model_name: str) -> Dict[str, torch.Tensor]:
     """Read a CLIP checkpoint file into a flat state dict (CPU tensors).
 
     Accepts a raw state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``,
-    optionally with DistributedDataParallel's ``"module."`` key prefix; ``.safetensors`` files
-    are read with safetensors. ``model_name`` only serves the error messages.
+    optionally with DistributedDataParallel's ``"module."`` key prefix, and a self-contained
+    zsmask checkpoint (``tools/export_model.py --format checkpoint``: its CLIP is read);
+    ``.safetensors`` files are read with safetensors. ``model_name`` only serves the error messages.
     """
     try:
         if path.lower().endswith(".safetensors"):
@@ -196,6 +197,10 @@ def load_clip_state_dict(path: str, model_name: str) -> Dict[str, torch.Tensor]:
             f"open_clip checkpoint of model {model_name!r} (MODEL.CLIP.PRETRAINED)."
         ) from e
     state_dict = checkpoint
+    if isinstance(checkpoint, Mapping) and checkpoint.get("clip_included") and isinstance(checkpoint.get("model"), Mapping):
+        # a self-contained zsmask checkpoint: the text classifier's CLIP under "clip.model."
+        state_dict = {k[len(_ZSMASK_CLIP_PREFIX):]: v for k, v in checkpoint["model"].items()
+                      if k.startswith(_ZSMASK_CLIP_PREFIX)}
     for wrapper_key in ("state_dict", "model"):
         if isinstance(state_dict, Mapping) and isinstance(state_dict.get(wrapper_key), Mapping):
             state_dict = state_dict[wrapper_key]

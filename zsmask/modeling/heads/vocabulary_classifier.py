@@ -67,7 +67,7 @@ class VocabularyClassifier(nn.Module):
 
     def upgrade_checkpoint(self, state_dict: dict, prefix: str) -> None:
         """Older layouts, converted before detectron2's checkpointer compares shapes (see
-        :func:`zsmask.engine.trainer.upgrade_checkpoint_state`)."""
+        :func:`zsmask.engine.checkpoint.upgrade_checkpoint_state`)."""
         self._single_void_embedding_to_2d(state_dict, prefix)
 
     @property

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-from ..clip.loader import load_clip_from_config
+from ..clip.shared import frozen_clip
 from ..clip.visual_towers import run_block, tower_kind
 from .build import PROPOSAL_EMBEDDER_REGISTRY
 
@@ -111,7 +111,7 @@ class CLIPSemanticDecoder(nn.Module):
     def from_config(cls, cfg, query_dim: int):
         az = cfg.MODEL.ALIGNZEG
         return {
-            "visual": load_clip_from_config(cfg).visual,
+            "visual": frozen_clip(cfg).visual,
             "decoder_layers": az.CLIP.DECODER_LAYERS,
             "query_dim": query_dim,
             "bias_dim": az.SEMANTIC_DECODER.BIAS_DIM,

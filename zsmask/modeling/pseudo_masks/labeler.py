@@ -28,6 +28,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ...utils import cache_dir
+from ..clip.shared import weights_digest
 from ..layers import MLP
 from ..registries import get_registered
 from .generator import PseudoMaskGenerator, PseudoMasks
@@ -63,11 +64,7 @@ def resolve_cache_dir(setting: str) -> str:
 
 def clip_weights_digest(clip) -> str:
     """SHA-1 of a CLIP module's parameter and buffer values (persistent across runs)."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(clip.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return weights_digest(clip.model, "sha1")
 
 
 class PseudoMaskCache:
