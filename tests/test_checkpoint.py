@@ -216,3 +216,21 @@ def test_a_self_contained_checkpoint_needs_no_other_clip_file(tmp_path):
     assert weights_digest(loaded.clip.model) == weights_digest(model.clip.model)
     for a, b in zip(_outputs(model, _batch()), _outputs(loaded, _batch())):
         assert torch.equal(a, b)
+
+
+def test_a_plain_backbone_weights_file_still_loads(tmp_path):
+    """MODEL.WEIGHTS of a detectron2 / ImageNet backbone (no CLIP entries, no reference)."""
+    cfg = tiny_model_cfg(tmp_path, resnet18=True)
+    torch.manual_seed(1)
+    source = build_model(cfg)
+    backbone = {k: v for k, v in source.state_dict().items() if k.startswith("backbone.")}
+    torch.save({"model": backbone}, tmp_path / "R-18.pth")
+    torch.manual_seed(2)
+    model = build_model(cfg)
+    checkpointer, reported = SlimCheckpointer(model), []
+    checkpointer._log_incompatible_keys = reported.append
+    checkpointer.load(str(tmp_path / "R-18.pth"))
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in backbone.items())
+    assert reported[0].unexpected_keys == [] and not any(k.startswith("clip.model.") for k in reported[0].missing_keys)
+    assert any(k.startswith("pixel_decoder.") for k in reported[0].missing_keys)  # the rest is reported as usual
