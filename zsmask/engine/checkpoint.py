@@ -56,16 +56,18 @@ def _storage_key(tensor: torch.Tensor) -> tuple:
     return tensor.data_ptr(), tensor.numel(), tensor.dtype, str(tensor.device)
 
 
-def frozen_clip_entries(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], List[nn.Module]]:
-    """``({key: tensor}, clips)``: the entries of ``model.state_dict()`` that are tensors of a
-    frozen CLIP (same storage, under any name), and those CLIP models, in order of first use."""
+def frozen_clip_entries(model: nn.Module, state: Optional[Mapping[str, torch.Tensor]] = None
+                        ) -> Tuple[Dict[str, torch.Tensor], List[nn.Module]]:
+    """``({key: tensor}, clips)``: the entries of ``state`` (default ``model.state_dict()``) that
+    are tensors of a frozen CLIP (same storage, under any name), and those CLIP models, in order
+    of first use."""
     owners = {}
     for clip in live_frozen_clips():
         for tensor in clip.state_dict().values():
             if tensor.numel():
                 owners[_storage_key(tensor)] = clip
     entries, clips = {}, []
-    for key, tensor in model.state_dict().items():
+    for key, tensor in (model.state_dict() if state is None else state).items():
         clip = owners.get(_storage_key(tensor)) if tensor.numel() else None
         if clip is not None:
             entries[key] = tensor
@@ -76,9 +78,9 @@ def frozen_clip_entries(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], List
 
 def slim_state_dict(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], List[Dict[str, str]]]:
     """``(state dict without the frozen CLIP entries, their CLIP references)``."""
-    frozen, clips = frozen_clip_entries(model)
-    state = {k: v for k, v in model.state_dict().items() if k not in frozen}
-    return state, [clip_reference(c) for c in clips]
+    state = model.state_dict()
+    frozen, clips = frozen_clip_entries(model, state)
+    return {k: v for k, v in state.items() if k not in frozen}, [clip_reference(c) for c in clips]
 
 
 def full_checkpoint(model: nn.Module, cfg=None) -> Dict[str, object]:
@@ -86,8 +88,9 @@ def full_checkpoint(model: nn.Module, cfg=None) -> Dict[str, object]:
     reachable under several names are stored once by ``torch.save``), the CLIP references,
     ``"clip_included": True`` and, with ``cfg``, the config as yaml under ``"config"``. Its CLIP
     loads through ``MODEL.CLIP.PRETRAINED <this file>`` (see :func:`~zsmask.modeling.clip.load_clip_state_dict`)."""
-    _, clips = frozen_clip_entries(model)
-    data = {"model": model.state_dict(), "clip_reference": [clip_reference(c) for c in clips], "clip_included": True}
+    state = model.state_dict()
+    _, clips = frozen_clip_entries(model, state)
+    data = {"model": state, "clip_reference": [clip_reference(c) for c in clips], "clip_included": True}
     if cfg is not None:
         data["config"] = cfg.dump()
     return data

@@ -44,7 +44,8 @@ def inference_config(config: Union[str, CfgNode], weights: Optional[str] = None,
         cfg = build_config(str(config), opts)
     if weights is not None:
         cfg.MODEL.WEIGHTS = str(weights)
-    read_clip_from_weights(cfg)
+    if weights is not None or isinstance(config, CfgNode):  # build_config has looked at the yaml's own
+        read_clip_from_weights(cfg)
     cfg.MODEL.DEVICE = str(device or default_device())
     if torch.device(cfg.MODEL.DEVICE).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {cfg.MODEL.DEVICE!r} was asked for but this torch sees no CUDA device; "

@@ -6,8 +6,8 @@ features through the text classifier) gets the same open_clip model from :func:`
 built and read from disk once per process, all parameters ``requires_grad=False``, eval mode.
 A part that trains CLIP weights (``MODEL.CLIP_BACKBONE.FREEZE False``) copies what it trains.
 
-Models built in one process share the instance while it is unchanged: moving one model (e.g.
-``.to("cuda")``) moves the CLIP of every model built before it; a model built after a CLIP was
+Models built in one process share the instance while it is unchanged: moving one model to
+another device moves the CLIP of every model built before it; a model built after a CLIP was
 moved, cast or modified gets a fresh one. A random-init CLIP (``MODEL.CLIP.PRETRAINED ""``) is
 drawn from a fixed seed without touching the global random state, so every process builds the
 same weights and a checkpoint can refer to them.
@@ -25,8 +25,8 @@ from torch import nn
 
 from .loader import _registered_configs, load_clip, register_clip_architecture_file
 
-__all__ = ["RANDOM_INIT_SEED", "clip_reference", "describe_reference", "frozen_clip", "is_frozen_clip",
-           "live_frozen_clips", "release_frozen_clips", "weights_digest", "weights_state"]
+__all__ = ["RANDOM_INIT_SEED", "clip_reference", "describe_reference", "frozen_clip", "live_frozen_clips",
+           "release_frozen_clips", "weights_digest", "weights_state"]
 
 RANDOM_INIT_SEED = 0  # seed of the random initialisation every frozen CLIP is created under
 
@@ -85,11 +85,6 @@ def frozen_clip(cfg) -> nn.Module:
     model._zsmask_built_state = weights_state(model)
     _live[key] = model
     return model
-
-
-def is_frozen_clip(module: nn.Module) -> bool:
-    """Whether ``module`` is a CLIP model handed out by :func:`frozen_clip`."""
-    return hasattr(module, "_zsmask_source")
 
 
 def live_frozen_clips() -> List[nn.Module]:
