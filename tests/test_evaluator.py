@@ -100,6 +100,34 @@ def test_absent_classes_left_out_and_zs3_mode(tmp_path, unique_name):
     assert res["pAcc"] == pytest.approx(50.0)
 
 
+def test_absent_but_predicted_class_under_both_conventions(tmp_path, unique_name):
+    """A class absent from the ground truth but predicted: "exclude" leaves it out of every
+    mean; "count_predicted" counts it with IoU 0, which is detectron2 v0.6's SemSegEvaluator."""
+    gt = np.array([[0, 0, 1, 1], [2, 2, 1, 255]], np.uint8)  # "d" (seen) and "e" (unseen) absent
+    pred = np.array([[0, 3, 1, 1], [2, 4, 1, 3]])  # ... but "d" and "e" are predicted
+    img, lab = write_sem_seg_folder(tmp_path, [gt])
+    names = ["a", "b", "c", "d", "e"]
+    split = register_zero_shot_split(unique_name, names, ["c", "e"], test=SemSegFolder(img, lab))
+    dataset = DatasetCatalog.get(split.test)
+    # a: 1/2, b: 3/3, c: 1/2 (present); d, e: predicted, absent
+    exclude = _run(GeneralizedZeroShotSemSegEvaluator(split.test, distributed=False), dataset, [pred])
+    counted = _run(GeneralizedZeroShotSemSegEvaluator(split.test, distributed=False, absent_classes="count_predicted"),
+                   dataset, [pred])
+    assert np.isnan(exclude["IoU-d"]) and counted["IoU-d"] == 0.0 and counted["IoU-e"] == 0.0
+    assert exclude["mIoU"] == pytest.approx(100 * 2 / 3) and counted["mIoU"] == pytest.approx(40.0)
+    assert exclude["mIoU_seen"] == pytest.approx(75.0) and counted["mIoU_seen"] == pytest.approx(50.0)
+    assert exclude["mIoU_unseen"] == pytest.approx(50.0) and counted["mIoU_unseen"] == pytest.approx(25.0)
+    assert counted["pAcc"] == exclude["pAcc"] and counted["mAcc"] == exclude["mAcc"]  # accuracies: GT classes only
+
+    d2 = SemSegEvaluator(split.test, distributed=False)  # detectron2 as installed here (v0.6)
+    d2.reset()
+    d2.process([dataset[0]], [{"sem_seg": _onehot(pred, len(names))}])
+    assert d2.evaluate()["sem_seg"]["mIoU"] == pytest.approx(counted["mIoU"])
+
+    with pytest.raises(ValueError, match="absent-class convention 'zero'.*exclude.*count_predicted"):
+        GeneralizedZeroShotSemSegEvaluator(split.test, distributed=False, absent_classes="zero")
+
+
 def test_prediction_shape_errors(tmp_path, unique_name):
     img, lab = write_sem_seg_folder(tmp_path, [np.zeros((4, 4), np.uint8)])
     split = register_zero_shot_split(unique_name, ["a", "b"], ["b"], test=SemSegFolder(img, lab))

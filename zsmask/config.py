@@ -487,6 +487,19 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Test-image bootstrap resamples for the standard errors "<metric>_bootstrap_se" of the
     # evaluation (0: off). Keeps one (C+1)^2 confusion matrix per test image in memory.
     cfg.TEST.ZERO_SHOT.BOOTSTRAP = 0
+    # Which classes enter mIoU and the other means: "exclude" (those present in the ground
+    # truth; detectron2's SemSegEvaluator on its main branch) or "count_predicted" (also those absent from
+    # the ground truth but predicted, with IoU 0; detectron2 v0.6). See the README's Evaluation.
+    cfg.TEST.ZERO_SHOT.ABSENT_CLASSES = "exclude"
+    # Sliding-window inference (zsmask.engine.sliding_window): SIZE x SIZE windows of the
+    # test-time resized image, STRIDE apart, their class scores averaged where they overlap.
+    cfg.TEST.SLIDING_WINDOW = CN()
+    # Off: each test image is classified whole, as the zero-shot papers evaluate.
+    cfg.TEST.SLIDING_WINDOW.ENABLED = False
+    # Window side in pixels of the test-time resized image.
+    cfg.TEST.SLIDING_WINDOW.SIZE = 384
+    # Step between windows (< SIZE: they overlap; the last window of a row ends on the edge).
+    cfg.TEST.SLIDING_WINDOW.STRIDE = 256
     # ---------------------------------------------------------------- solver extras
     # Mixed precision runs on CUDA only; on CPU the trainer logs a warning and trains in fp32.
     cfg.SOLVER.AMP.ENABLED = False

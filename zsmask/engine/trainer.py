@@ -19,6 +19,7 @@ from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
 from .. import modeling  # noqa: F401  (registers ZeroShotMaskFormer and its parts)
 from .checkpoint import SlimCheckpointer
+from .sliding_window import maybe_sliding_window
 
 __all__ = ["Trainer", "build_train_loop", "create_ddp_model"]
 
@@ -116,6 +117,12 @@ class Trainer(DefaultTrainer):
             logger.warning("The checkpoint has no optimizer state; resuming with a fresh optimizer")
 
     @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation of every ``DATASETS.TEST`` set, each with its own vocabulary;
+        the model runs on sliding windows when ``TEST.SLIDING_WINDOW.ENABLED``."""
+        return super().test(cfg, maybe_sliding_window(cfg, model), evaluators)
+
+    @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=_mapper(cfg, True))
 
@@ -132,7 +139,8 @@ class Trainer(DefaultTrainer):
                 f"dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; zsmask evaluates semantic segmentation"
             )
         return DatasetEvaluators([GeneralizedZeroShotSemSegEvaluator(
-            dataset_name, output_dir=output_folder, bootstrap=cfg.TEST.ZERO_SHOT.BOOTSTRAP)])
+            dataset_name, output_dir=output_folder, bootstrap=cfg.TEST.ZERO_SHOT.BOOTSTRAP,
+            absent_classes=cfg.TEST.ZERO_SHOT.ABSENT_CLASSES)])
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -8,8 +8,19 @@ summed over processes, and turned into per-class IoU / accuracy and the summary 
 * ``hIoU = 2 * mIoU_seen * mIoU_unseen / (mIoU_seen + mIoU_unseen)`` (GZS3 only),
 * ``pAcc`` (pixel accuracy), ``mAcc`` (mean class accuracy), ``fwIoU`` (frequency weighted).
 
-Classes absent from the ground truth of the evaluated set are left out of every mean (their
-``IoU-<name>`` is NaN), as detectron2's ``SemSegEvaluator`` does. Values are percentages.
+Which classes enter the means (``absent_classes``, ``TEST.ZERO_SHOT.ABSENT_CLASSES``):
+
+* ``"exclude"`` (default): only classes present in the ground truth of the evaluated set; a
+  class absent from it has ``IoU-<name>`` NaN even when it is predicted (detectron2's
+  ``SemSegEvaluator`` on its main branch since July 2022, commit f3c1bc1, in no release; the
+  convention of the published FC-CLIP, CAT-Seg and SAN numbers).
+* ``"count_predicted"``: a class absent from the ground truth but predicted somewhere enters
+  every mean with IoU 0 (``SemSegEvaluator`` of detectron2 v0.6, whose mIoU divides by the
+  classes present in the ground truth *or* the prediction; MAFT's and ov-seg's numbers). On a
+  set whose test images miss many classes (PASCAL Context-459: 114 of 459) this lowers mIoU by
+  points.
+
+Values are percentages.
 
 The same pass accumulates the diagnostics of :mod:`.diagnostics`: where unseen ground-truth
 pixels go (``unseen_as_right_unseen`` / ``_other_unseen`` / ``_seen`` / ``_no_class``), the
@@ -44,8 +55,10 @@ from .diagnostics import (
 )
 
 BOOTSTRAP_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU")
+ABSENT_CLASS_CONVENTIONS = ("exclude", "count_predicted")
+SPLIT_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU")
 
-__all__ = ["GeneralizedZeroShotSemSegEvaluator", "zero_shot_metrics", "harmonic_mean"]
+__all__ = ["GeneralizedZeroShotSemSegEvaluator", "zero_shot_metrics", "harmonic_mean", "ABSENT_CLASS_CONVENTIONS"]
 
 
 def harmonic_mean(seen: float, unseen: float) -> float:
@@ -61,18 +74,28 @@ def _nanmean_over(values: np.ndarray, ids: Sequence[int]) -> float:
     return float(picked.mean()) if picked.size else float("nan")
 
 
-def zero_shot_metrics(conf: np.ndarray, seen_ids: Sequence[int], unseen_ids: Sequence[int]) -> Dict[str, object]:
+def check_absent_classes(convention: str) -> str:
+    if convention not in ABSENT_CLASS_CONVENTIONS:
+        raise ValueError(f"absent-class convention {convention!r} is not one of {ABSENT_CLASS_CONVENTIONS} "
+                         "(TEST.ZERO_SHOT.ABSENT_CLASSES; see zsmask.evaluation.zero_shot_evaluator)")
+    return convention
+
+
+def zero_shot_metrics(conf: np.ndarray, seen_ids: Sequence[int], unseen_ids: Sequence[int],
+                      absent_classes: str = "exclude") -> Dict[str, object]:
     """Metrics from a confusion matrix.
 
     Args:
         conf: ``(C + 1, C + 1)`` int64, ``conf[pred, gt]``; the last row / column count the
             ignore label (rows: never predicted; column: ignored pixels, excluded).
         seen_ids / unseen_ids: vocabulary indices of seen and unseen classes.
+        absent_classes: ``"exclude"`` or ``"count_predicted"`` (module docstring).
 
     Returns:
-        dict with per-class ``iou`` / ``acc`` arrays (fractions, NaN for classes absent from
-        the ground truth) and the summary metrics in percent.
+        dict with per-class ``iou`` / ``acc`` arrays (fractions; NaN for classes left out of
+        the means) and the summary metrics in percent.
     """
+    check_absent_classes(absent_classes)
     num_classes = conf.shape[0] - 1
     tp = conf.diagonal()[:-1].astype(np.float64)
     pos_gt = conf[:-1, :-1].sum(axis=0).astype(np.float64)
@@ -83,6 +106,8 @@ def zero_shot_metrics(conf: np.ndarray, seen_ids: Sequence[int], unseen_ids: Seq
     union = pos_gt + pos_pred - tp
     acc[present] = tp[present] / pos_gt[present]
     iou[present] = tp[present] / union[present]
+    if absent_classes == "count_predicted":
+        iou[~present & (pos_pred > 0)] = 0.0
     total = pos_gt.sum()
     out = {
         "iou": iou,
@@ -100,7 +125,8 @@ def zero_shot_metrics(conf: np.ndarray, seen_ids: Sequence[int], unseen_ids: Seq
 
 class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
     """detectron2 ``DatasetEvaluator`` for a registered zero-shot variant (``*_test`` or
-    ``*_test_zs3``; any sem-seg dataset with ``stuff_classes`` works, all classes seen).
+    ``*_test_zs3``), an open-vocabulary set (no unseen classes: no mIoU(S) / mIoU(U) / hIoU)
+    or any sem-seg dataset with ``stuff_classes`` (treated as open-vocabulary).
 
     ``process`` expects ``outputs[i]["sem_seg"]`` as ``(C, H, W)`` scores over the dataset's
     vocabulary at the ground truth's resolution; the ground truth is read from
@@ -108,11 +134,14 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None,
-                 no_class_score: float = 0.1, boundary_tolerance: int = 3, bootstrap: int = 0):
+                 no_class_score: float = 0.1, boundary_tolerance: int = 3, bootstrap: int = 0,
+                 absent_classes: str = "exclude"):
         """``no_class_score``: a pixel whose highest class score is below it counts as predicted
         as no class in ``unseen_as_no_class``; ``boundary_tolerance``: the band of ``boundary_F``;
         ``bootstrap``: test-image resamples for the ``*_bootstrap_se`` keys (0: none, and no
-        per-image matrices are kept)."""
+        per-image matrices are kept); ``absent_classes``: which classes enter the means
+        (module docstring)."""
+        self.absent_classes = check_absent_classes(absent_classes)
         self.bootstrap = bootstrap
         self.no_class_score = no_class_score
         self.boundary_tolerance = boundary_tolerance
@@ -127,6 +156,8 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         self.unseen_ids = list(meta.get("unseen_classes", []))
         # ZS3: the vocabulary is the unseen classes only; seen metrics and hIoU do not exist.
         self.zs3 = len(self.seen_ids) == 0
+        # No unseen class (an open-vocabulary set): no split, so no split metrics either.
+        self.open_vocabulary = len(self.unseen_ids) == 0
         self._label_map = label_map_for_dataset(dataset_name)
         self._logger = logging.getLogger(__name__)
         self.reset()
@@ -199,10 +230,10 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
                 [x for g in gathered for x in g[5]],
             )
         conf = state[0]
-        m = zero_shot_metrics(conf, self.seen_ids, self.unseen_ids)
+        m = zero_shot_metrics(conf, self.seen_ids, self.unseen_ids, self.absent_classes)
         res = OrderedDict()
         for key in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc", "mAcc", "fwIoU"):
-            if self.zs3 and key in ("mIoU_seen", "hIoU"):
+            if (self.zs3 and key in ("mIoU_seen", "hIoU")) or (self.open_vocabulary and key in SPLIT_KEYS):
                 continue
             res[key] = m[key]
         for i, name in enumerate(self.class_names):
@@ -212,7 +243,7 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         res.update(summarise(state[1], state[2], state[3]))
         if self.bootstrap and state[4]:
             errors = bootstrap_standard_errors(
-                np.stack(state[4]), lambda c: zero_shot_metrics(c, self.seen_ids, self.unseen_ids),
+                np.stack(state[4]), lambda c: zero_shot_metrics(c, self.seen_ids, self.unseen_ids, self.absent_classes),
                 [k for k in BOOTSTRAP_KEYS if k in res], self.bootstrap)
             res.update({f"{k}_bootstrap_se": v for k, v in errors.items()})
         self._logger.info("\n" + self.format_table(m))
@@ -222,7 +253,8 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
                 self._save_per_image(np.stack(state[4]), state[5])
             path = os.path.join(self._output_dir, f"zero_shot_sem_seg_{self.dataset_name}.json")
             with open(path + ".tmp", "w") as f:
-                json.dump({k: (None if np.isnan(v) else v) for k, v in res.items()}, f, indent=1)
+                json.dump({"absent_classes": self.absent_classes,
+                           **{k: (None if np.isnan(v) else v) for k, v in res.items()}}, f, indent=1)
             os.replace(path + ".tmp", path)
         return OrderedDict(sem_seg=res)
 
@@ -243,11 +275,17 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         """Per-class table (class, seen/unseen, IoU, Acc) followed by the summary rows."""
         unseen = set(self.unseen_ids)
         rows = [
-            [name, "unseen" if i in unseen else "seen", 100 * m["iou"][i], 100 * m["acc"][i]]
+            [name, "-" if self.open_vocabulary else "unseen" if i in unseen else "seen", 100 * m["iou"][i],
+             100 * m["acc"][i]]
             for i, name in enumerate(self.class_names)
         ]
         per_class = tabulate(rows, headers=["class", "split", "IoU", "Acc"], floatfmt=".2f", missingval="-")
-        keys = ["mIoU_unseen", "mIoU", "pAcc"] if self.zs3 else ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "fwIoU"]
+        if self.zs3:
+            keys, mode = ["mIoU_unseen", "mIoU", "pAcc"], "ZS3 (unseen vocabulary)"
+        elif self.open_vocabulary:
+            keys, mode = ["mIoU", "pAcc", "mAcc", "fwIoU"], "open vocabulary (no seen / unseen split)"
+        else:
+            keys, mode = ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "fwIoU"], "GZS3 (full vocabulary)"
         summary = tabulate([[m[k] for k in keys]], headers=keys, floatfmt=".2f")
-        mode = "ZS3 (unseen vocabulary)" if self.zs3 else "GZS3 (full vocabulary)"
-        return f"Zero-shot evaluation on {self.dataset_name} [{mode}]\n{per_class}\n\n{summary}"
+        return (f"Zero-shot evaluation on {self.dataset_name} [{mode}; absent classes: {self.absent_classes}]\n"
+                f"{per_class}\n\n{summary}")
