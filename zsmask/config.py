@@ -488,8 +488,8 @@ def add_zsmask_config(cfg: CN) -> CN:
     # evaluation (0: off). Keeps one (C+1)^2 confusion matrix per test image in memory.
     cfg.TEST.ZERO_SHOT.BOOTSTRAP = 0
     # Which classes enter mIoU and the other means: "exclude" (those present in the ground
-    # truth; detectron2's SemSegEvaluator on its main branch) or "count_predicted" (also those absent from
-    # the ground truth but predicted, with IoU 0; detectron2 v0.6). See the README's Evaluation.
+    # truth; detectron2's SemSegEvaluator on its main branch) or "count_predicted" (also those
+    # absent from the ground truth but predicted, with IoU 0; detectron2 v0.6). README, Evaluation.
     cfg.TEST.ZERO_SHOT.ABSENT_CLASSES = "exclude"
     # Sliding-window inference (zsmask.engine.sliding_window): SIZE x SIZE windows of the
     # test-time resized image, STRIDE apart, their class scores averaged where they overlap.
