@@ -11,11 +11,14 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).resolve().parent
 
 
+TEST_REQUIREMENTS = ("pytest", "pytest-xdist")
+
+
 def read_requirements():
     reqs = []
     for line in (HERE / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line and line != "pytest":
+        if line and line not in TEST_REQUIREMENTS:
             reqs.append(line)
     return reqs
 
@@ -30,8 +33,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["zsmask", "zsmask.*"]),
     # sources of the MSDeformAttn CUDA kernel, compiled on first use (zsmask/modeling/pixel_decoder/ops/build.py)
-    package_data={"zsmask.modeling.pixel_decoder.ops": ["src/*.cpp", "src/*.cu"]},
+    package_data={"zsmask.modeling.pixel_decoder.ops": ["src/*.cpp", "src/*.cu"],
+                  "zsmask.data": ["class_lists/*.tsv"]},
     # torch / torchvision / detectron2 are installed by scripts/install.sh (see README).
     install_requires=read_requirements(),
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": list(TEST_REQUIREMENTS)},
 )

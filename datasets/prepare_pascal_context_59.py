@@ -15,31 +15,25 @@ Images without a .mat file are skipped and counted.
 """
 import argparse
 import os
-import re
 import sys
 
 import numpy as np
 
 from zsmask.data.builtin_meta import PCONTEXT59_CLASSES
-from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, read_id_list, require_dir, run_reporting_errors
+from zsmask.data.prepare import (
+    RawDatasetError,
+    apply_lut,
+    convert_all,
+    read_id_list,
+    read_pascal_context_labels,
+    require_dir,
+    run_reporting_errors,
+)
 
 HELP = (
     "Extract VOC 2010 (VOCtrainval_03-May-2010.tar) under --root and PASCAL-Context's "
     "trainval.tar.gz into VOCdevkit/VOC2010 (giving trainval/*.mat and labels.txt)."
 )
-
-
-def read_labels_txt(path: str) -> dict:
-    """Parse ``"<id>: <name>"`` lines into ``{name: id}``."""
-    if not os.path.isfile(path):
-        raise RawDatasetError(f"PASCAL-Context labels.txt not found: {path}\n{HELP}")
-    out = {}
-    with open(path) as f:
-        for line in f:
-            m = re.match(r"\s*(\d+)\s*:\s*(.+?)\s*$", line)
-            if m:
-                out[m.group(2)] = int(m.group(1))
-    return out
 
 
 def build_lut(names_to_ids: dict) -> np.ndarray:
@@ -75,7 +69,7 @@ def main(argv=None) -> int:
         require_dir(voc, "VOC 2010", HELP)
         mat_dir = os.path.join(voc, "trainval")
         require_dir(mat_dir, "PASCAL-Context trainval/ (.mat label maps)", HELP)
-        convert = MatConverter(build_lut(read_labels_txt(os.path.join(voc, "labels.txt"))))
+        convert = MatConverter(build_lut(read_pascal_context_labels(os.path.join(voc, "labels.txt"), HELP)))
         split_dir = args.split_dir or os.path.join(voc, "ImageSets", "Main")
         for split in ("train", "val"):
             ids = read_id_list(os.path.join(split_dir, f"{split}.txt"), f"{split} list", HELP)

@@ -17,6 +17,7 @@ from zsmask.data import (
     ZeroShotSemSegDatasetMapper,
     read_image,
     read_sem_seg,
+    register_open_vocabulary_set,
     register_zero_shot_split,
 )
 from zsmask.data.augmentations import PhotometricDistortion, build_sem_seg_augmentations
@@ -181,3 +182,52 @@ def test_missing_images_for_labels_reported(tmp_path, unique_name):
     out = register_zero_shot_split(unique_name, CLASSES, ["b"], test=SemSegFolder(img, gt))
     with pytest.raises(DatasetNotFoundError, match=r"1 of 2 images.*0001\.jpg"):
         DatasetCatalog.get(out.test)
+
+
+def test_open_vocabulary_set_with_16_bit_labels(tmp_path, unique_name):
+    """300 classes, ids above 255 in 16-bit PNGs, 65535 = ignore: both variants hold every
+    class, there is no ZS3 variant, and the evaluator reports no split metrics."""
+    from zsmask.evaluation import GeneralizedZeroShotSemSegEvaluator
+
+    names = [f"class {i}" for i in range(300)]
+    label = np.zeros((6, 8), np.uint16)
+    label[:, 2:4], label[:, 4:6], label[:, 6:] = 257, 299, 65535
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.full((6, 8, 3), 90, np.uint8)).save(tmp_path / "images" / "0000.jpg")
+    Image.fromarray(label).save(tmp_path / "labels" / "0000.png")
+    assert Image.open(tmp_path / "labels" / "0000.png").mode.startswith("I")
+    folder = SemSegFolder(str(tmp_path / "images"), str(tmp_path / "labels"))
+    out = register_open_vocabulary_set(unique_name, names, train=folder, test=folder, ignore_label=65535)
+    assert (out.train, out.test) == (f"{unique_name}_train", f"{unique_name}_test")
+    assert f"{unique_name}_test_zs3" not in DatasetCatalog.list()
+    for dataset in (out.train, out.test):
+        meta = MetadataCatalog.get(dataset)
+        assert meta.stuff_classes == names and meta.unseen_classes == [] and len(meta.seen_classes) == 300
+    sem = _plain_mapper(True)(DatasetCatalog.get(out.train)[0])["sem_seg"].numpy()
+    assert (sem[:, :2] == 0).all() and (sem[:, 2:4] == 257).all() and (sem[:, 4:6] == 299).all()
+    assert (sem[:, 6:] == 65535).all()
+
+    evaluator = GeneralizedZeroShotSemSegEvaluator(out.test, distributed=False)
+    pred = torch.zeros(300, 6, 8)
+    pred[0, :, :4] = 1.0  # class 0 everywhere on the left half: 257 is missed
+    pred[299, :, 4:] = 1.0
+    evaluator.process([DatasetCatalog.get(out.test)[0]], [{"sem_seg": pred}])
+    res = evaluator.evaluate()["sem_seg"]
+    assert not {"mIoU_seen", "mIoU_unseen", "hIoU"} & set(res)
+    assert res["IoU-class 0"] == pytest.approx(50.0) and res["IoU-class 257"] == 0.0
+    assert res["IoU-class 299"] == pytest.approx(100.0) and res["mIoU"] == pytest.approx(50.0)
+    assert "open vocabulary" in evaluator.format_table(zero_shot_metrics_of(evaluator))
+
+    with pytest.raises(ValueError, match="give train and/or test data"):
+        register_open_vocabulary_set(unique_name + "_none", names)
+    with pytest.raises(ValueError, match="ignore_label=255 is also a class id"):
+        register_open_vocabulary_set(unique_name + "_clash", names, test=folder)
+    with pytest.raises(Exception, match="duplicate class names.*'x'"):
+        register_open_vocabulary_set(unique_name + "_dup", ["x", "y", "x"], test=folder)
+
+
+def zero_shot_metrics_of(evaluator):
+    from zsmask.evaluation import zero_shot_metrics
+
+    return zero_shot_metrics(evaluator._conf, evaluator.seen_ids, evaluator.unseen_ids)

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from scipy.io import savemat
 
@@ -129,12 +129,142 @@ def test_prepare_pascal_context(tmp_path, restore_builtin, capsys):
     assert len(DatasetCatalog.get("pcontext_zs_train")) == 2 and len(DatasetCatalog.get("pcontext_zs_test_zs3")) == 1
 
 
+def _read_png(path):
+    with Image.open(path) as img:
+        return img.mode, np.asarray(img).astype(np.int64)
+
+
+def test_prepare_pascal_context_459_writes_16_bit_ids_above_255(tmp_path, restore_builtin):
+    from zsmask.data.builtin_meta import PCONTEXT459_CLASSES
+
+    root = str(tmp_path)
+    voc = os.path.join(root, "VOCdevkit", "VOC2010")
+    os.makedirs(os.path.join(voc, "trainval"))
+    with open(os.path.join(voc, "labels.txt"), "w") as f:
+        f.write("\n".join(f"{i + 1}: {n}" for i, n in enumerate(PCONTEXT459_CLASSES)) + "\n")
+    label_map = np.array([[0, 1, 256], [300, 459, 459]], np.uint16)
+    for i in ("2008_000001", "2008_000002"):
+        savemat(os.path.join(voc, "trainval", f"{i}.mat"), {"LabelMap": label_map})
+        _jpg(os.path.join(voc, "JPEGImages", f"{i}.jpg"), 2, 3)
+    _write_list(os.path.join(voc, "ImageSets", "Main", "val.txt"), ["2008_000001", "2008_000002"])
+    script = _load_script("prepare_pascal_context_459")
+    assert script.main(["--root", root, "--workers", "1"]) == 0
+    mode, out = _read_png(os.path.join(voc, "annotations_ctx459", "val", "2008_000001.png"))
+    assert mode.startswith("I") and out.tolist() == [[65535, 0, 255], [299, 458, 458]]
+    register_all_builtin(root, overwrite=True)
+    test = DatasetCatalog.get("pcontext_459_test")
+    assert len(test) == 2 and len(MetadataCatalog.get("pcontext_459_test").stuff_classes) == 459
+    sem = ZeroShotSemSegDatasetMapper(is_train=True, augmentations=[])(test[0])["sem_seg"]
+    assert sem.tolist() == [[65535, 0, 255], [299, 458, 458]]
+
+    # a labels.txt of another list (here the 59 classes) is refused with the reason
+    with open(os.path.join(voc, "labels.txt"), "w") as f:
+        f.write("\n".join(f"{i + 1}: {n}" for i, n in enumerate(PCONTEXT459_CLASSES[:59])) + "\n")
+    assert script.main(["--root", root, "--workers", "1"]) == 1
+
+
+def test_prepare_ade20k_150(tmp_path, restore_builtin):
+    root = str(tmp_path)
+    ade = os.path.join(root, "ADEChallengeData2016")
+    raw = np.array([[0, 1, 150], [2, 149, 0]], np.uint8)
+    for split, names in (("training", ["ADE_train_00000001"]), ("validation", ["ADE_val_00000001", "ADE_val_00000002"])):
+        for n in names:
+            os.makedirs(os.path.join(ade, "annotations", split), exist_ok=True)
+            Image.fromarray(raw, mode="L").save(os.path.join(ade, "annotations", split, n + ".png"))
+            _jpg(os.path.join(ade, "images", split, n + ".jpg"), 2, 3)
+    assert _load_script("prepare_ade20k_150").main(["--root", root, "--workers", "1"]) == 0
+    mode, out = _read_png(os.path.join(ade, "annotations_detectron2", "validation", "ADE_val_00000002.png"))
+    assert mode == "L" and out.tolist() == [[255, 0, 149], [1, 148, 255]]
+    register_all_builtin(root, overwrite=True)
+    assert len(DatasetCatalog.get("ade20k_150_test")) == 2
+    assert len(MetadataCatalog.get("ade20k_150_test").stuff_classes) == 150
+
+
+def _ade_seg_png(path, object_ids):
+    """An ADE20K full-release *_seg.png: class = R / 10 * 256 + G."""
+    ids = np.asarray(object_ids, np.int64)
+    rgb = np.zeros(ids.shape + (3,), np.uint8)
+    rgb[..., 0] = (ids // 256) * 10 + 3  # R / 10 floors away the 3
+    rgb[..., 1] = ids % 256
+    rgb[..., 2] = 7  # instance
+    Image.fromarray(rgb, mode="RGB").save(path)
+
+
+def test_prepare_ade20k_847_decodes_ids_resizes_and_writes_16_bit(tmp_path, restore_builtin):
+    from zsmask.data.builtin_meta import ADE20K_847_CLASSES, ADE20K_847_FULL_IDS
+
+    root = str(tmp_path)
+    scene = os.path.join(root, "ADE20K_2021_17_01", "images", "ADE", "validation", "cultural", "abbey")
+    os.makedirs(scene)
+    last, first = ADE20K_847_FULL_IDS[846], ADE20K_847_FULL_IDS[0]
+    other = next(i for i in range(1, 4000) if i not in set(ADE20K_847_FULL_IDS))
+    small = np.array([[0, first, last], [other, last, first]])
+    _ade_seg_png(os.path.join(scene, "ADE_val_00000001_seg.png"), small)
+    _jpg(os.path.join(scene, "ADE_val_00000001.jpg"), 2, 3)
+    big = np.full((600, 1030), last)  # shorter side 600 > 512: resized to 512 x 879
+    big[:, :515] = first
+    _ade_seg_png(os.path.join(scene, "ADE_val_00000002_seg.png"), big)
+    _jpg(os.path.join(scene, "ADE_val_00000002.jpg"), 600, 1030)
+    _jpg(os.path.join(scene, "ADE_val_00000003.jpg"), 2, 3)  # no *_seg.png: not an annotated image
+    assert _load_script("prepare_ade20k_847").main(["--root", root, "--workers", "1"]) == 0
+    out = os.path.join(root, "ADE20K_2021_17_01", "annotations_detectron2", "validation")
+    mode, lab = _read_png(os.path.join(out, "ADE_val_00000001.png"))
+    assert mode.startswith("I") and lab.tolist() == [[65535, 0, 846], [65535, 846, 0]]
+    _, lab = _read_png(os.path.join(out, "ADE_val_00000002.png"))
+    images = os.path.join(root, "ADE20K_2021_17_01", "images_detectron2", "validation")
+    with Image.open(os.path.join(images, "ADE_val_00000002.jpg")) as img:
+        assert img.size == (879, 512)
+    assert lab.shape == (512, 879) and set(np.unique(lab)) == {0, 846}
+    assert sorted(os.listdir(images)) == ["ADE_val_00000001.jpg", "ADE_val_00000002.jpg"]
+    register_all_builtin(root, overwrite=True)
+    test = DatasetCatalog.get("ade20k_847_test")
+    assert len(test) == 2 and MetadataCatalog.get("ade20k_847_test").stuff_classes == list(ADE20K_847_CLASSES)
+
+
+def test_prepare_voc_writes_the_background_variant_for_voc_21(tmp_path, restore_builtin):
+    root = str(tmp_path)
+    voc = os.path.join(root, "VOCdevkit", "VOC2012")
+    raw = np.array([[0, 1, 20], [255, 16, 0]], np.uint8)
+    os.makedirs(os.path.join(voc, "SegmentationClass"))
+    for i in ("a", "b"):
+        Image.fromarray(raw, mode="L").save(os.path.join(voc, "SegmentationClass", f"{i}.png"))
+        _jpg(os.path.join(voc, "JPEGImages", f"{i}.jpg"), 2, 3)
+    _write_list(os.path.join(voc, "ImageSets", "Segmentation", "train.txt"), ["a"])
+    _write_list(os.path.join(voc, "ImageSets", "Segmentation", "val.txt"), ["b"])
+    assert _load_script("prepare_voc_sem_seg").main(["--root", root, "--workers", "1", "--without-sbd"]) == 0
+    _, bg = _read_png(os.path.join(voc, "annotations_detectron2_bg", "val", "b.png"))
+    _, plain = _read_png(os.path.join(voc, "annotations_detectron2", "val", "b.png"))
+    assert bg.tolist() == [[0, 1, 20], [255, 16, 0]] and plain.tolist() == [[255, 0, 19], [255, 15, 255]]
+    register_all_builtin(root, overwrite=True)
+    assert MetadataCatalog.get("voc_21_test").stuff_classes[0] == "background"
+    for name, size in (("voc_21_test", 21), ("voc_20_test", 20)):
+        assert len(MetadataCatalog.get(name).stuff_classes) == size and len(DatasetCatalog.get(name)) == 1
+        assert MetadataCatalog.get(name).unseen_classes == []
+
+
+def test_open_vocabulary_sets_are_registered_with_their_vocabularies():
+    from zsmask.data.builtin_meta import PCONTEXT59_CLASSES
+
+    sizes = {"ade20k_150_test": 150, "ade20k_847_test": 847, "pcontext_459_test": 459, "pcontext_59_test": 59,
+             "voc_20_test": 20, "voc_21_test": 21, "coco_stuff_171_train": 171, "coco_stuff_171_test": 171}
+    for name, size in sizes.items():
+        meta = MetadataCatalog.get(name)
+        assert len(meta.stuff_classes) == size == len(set(meta.stuff_classes)), name
+        assert meta.unseen_classes == [] and meta.seen_classes == list(range(size)), name
+        assert meta.ignore_label == (65535 if size in (459, 847) else 255), name
+    assert "pcontext_59_test_zs3" not in DatasetCatalog.list()
+    assert set(PCONTEXT59_CLASSES) <= set(MetadataCatalog.get("pcontext_459_test").stuff_classes)
+
+
 @pytest.mark.parametrize(
     "script, needle",
     [
         ("prepare_voc_sem_seg", "VOCtrainval_11-May-2012.tar"),
         ("prepare_coco_stuff_164k_sem_seg", "stuffthingmaps_trainval2017.zip"),
         ("prepare_pascal_context_59", "trainval.tar.gz"),
+        ("prepare_pascal_context_459", "trainval.tar.gz"),
+        ("prepare_ade20k_150", "ADEChallengeData2016.zip"),
+        ("prepare_ade20k_847", "ADE20K_2021_17_01.zip"),
     ],
 )
 def test_prepare_scripts_explain_missing_raw_data(tmp_path, capsys, script, needle):
@@ -158,6 +288,9 @@ def test_prepare_voc_reports_missing_sbd(tmp_path, capsys):
         ("voc_zs_train", "annotations_detectron2/train_aug", "prepare_voc_sem_seg.py"),
         ("coco_stuff_zs_test", "stuffthingmaps_detectron2/val2017", "prepare_coco_stuff_164k_sem_seg.py"),
         ("pcontext_zs_test_zs3", "annotations_ctx59/val", "prepare_pascal_context_59.py"),
+        ("ade20k_847_test", "annotations_detectron2/validation", "prepare_ade20k_847.py"),
+        ("pcontext_459_test", "annotations_ctx459/val", "prepare_pascal_context_459.py"),
+        ("voc_21_test", "annotations_detectron2_bg/val", "prepare_voc_sem_seg.py"),
     ],
 )
 def test_missing_builtin_dataset_explains_layout(tmp_path, restore_builtin, monkeypatch, name, layout, script):

@@ -1,9 +1,30 @@
-"""Class names of the standard zero-shot benchmarks, in label-id order, and their splits.
+"""Class names of the standard zero-shot and open-vocabulary benchmarks, in label-id order,
+and the zero-shot splits.
 
 Unseen classes follow the inductive GZS3 protocol used by ZegFormer, ZegCLIP, SAN,
 Split Matching, AlignZeg and OTSeg (see DESIGN.md, "Standard zero-shot splits").
-Label PNGs written by ``datasets/prepare_*.py`` use exactly these ids; 255 is ignore.
+Label PNGs written by ``datasets/prepare_*.py`` use exactly these ids; 255 is ignore (65535
+for ADE20K-847 and PASCAL Context-459, whose 16-bit PNGs hold ids above 255).
+
+The long open-vocabulary lists (ADE20K-150, ADE20K-847, PASCAL Context-459) are data files in
+``zsmask/data/class_lists/``, each with a header naming its sources.
 """
+import os
+from typing import List, Tuple
+
+CLASS_LIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "class_lists")
+
+
+def read_class_list(file_name: str) -> List[Tuple[str, ...]]:
+    """The rows of ``class_lists/<file_name>`` (tab-separated; ``#`` lines are comments), the
+    first column (the contiguous train id) checked to run 0, 1, 2, ..."""
+    path = os.path.join(CLASS_LIST_DIR, file_name)
+    with open(path, encoding="utf-8") as f:
+        rows = [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip() and not line.startswith("#")]
+    header, rows = rows[0], rows[1:]
+    if [int(r[0]) for r in rows] != list(range(len(rows))) or any(len(r) != len(header) for r in rows):
+        raise ValueError(f"{path}: rows must have {len(header)} columns ({', '.join(header)}) and train ids 0..N-1")
+    return rows
 
 # PASCAL VOC 2012: 20 object classes; the VOC "background" is ignored (label 255).
 VOC_CLASSES = (
@@ -65,3 +86,20 @@ PCONTEXT59_CLASSES = (
 PCONTEXT59_UNSEEN = (
     "aeroplane", "bird", "boat", "cat", "cow", "fence", "keyboard", "motorbike", "sofa", "tvmonitor",
 )
+
+# PASCAL VOC with its background as a class (VOC-21 of the open-vocabulary tables).
+VOC21_CLASSES = ("background",) + VOC_CLASSES
+
+# ADE20K SceneParsing (ADEChallengeData2016), 150 classes: label value v in 1..150 is id v - 1.
+_ADE150 = read_class_list("ade20k_150.tsv")
+ADE20K_150_CLASSES = tuple(row[1] for row in _ADE150)
+
+# The full ADE20K release (ADE20K_2021_17_01), the 847 classes of the open-vocabulary protocol:
+# id k is the object class ADE20K_847_FULL_IDS[k] of the release's *_seg.png (R / 10 * 256 + G).
+_ADE847 = read_class_list("ade20k_847.tsv")
+ADE20K_847_CLASSES = tuple(row[2] for row in _ADE847)
+ADE20K_847_FULL_IDS = tuple(int(row[1]) for row in _ADE847)
+
+# PASCAL Context, all 459 classes: LabelMap value v in 1..459 (labels.txt) is id v - 1.
+_PC459 = read_class_list("pcontext_459.tsv")
+PCONTEXT459_CLASSES = tuple(row[2] for row in _PC459)

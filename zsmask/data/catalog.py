@@ -21,7 +21,7 @@ import copy
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -31,8 +31,10 @@ from .splits import ZeroShotSplit, vocabulary_label_map
 __all__ = [
     "SemSegFolder",
     "RegisteredSplit",
+    "RegisteredSet",
     "DatasetNotFoundError",
     "register_zero_shot_split",
+    "register_open_vocabulary_set",
     "label_map_for_dataset",
     "load_sem_seg_folder",
     "EVALUATOR_TYPE",
@@ -187,24 +189,70 @@ def register_zero_shot_split(
         ValueError: no data given, ``ignore_label`` clashing with a class id, name taken.
     """
     split = ZeroShotSplit(class_names, unseen_classes, seen_classes)
-    if train is None and test is None:
-        raise ValueError(f"register_zero_shot_split('{name}'): give train and/or test data")
-    if not split.num_classes <= ignore_label <= 65535:
+    names = _register_variants(
+        f"register_zero_shot_split('{name}')", name, split.class_names, split.seen_ids, split.unseen_ids,
+        {"train": (train, split.seen_ids), "test": (test, tuple(range(split.num_classes))),
+         "zs3": (test, split.unseen_ids)},
+        ignore_label, overwrite)
+    return RegisteredSplit(split=split, train=names["train"], test=names["test"], zs3=names["zs3"])
+
+
+@dataclass(frozen=True)
+class RegisteredSet:
+    """What :func:`register_open_vocabulary_set` registered: the class names and the dataset
+    names (``None`` for a variant without data)."""
+
+    class_names: Tuple[str, ...]
+    train: Optional[str]
+    test: Optional[str]
+
+
+def register_open_vocabulary_set(
+    name: str,
+    class_names: Sequence[str],
+    *,
+    train: Optional[DataSource] = None,
+    test: Optional[DataSource] = None,
+    ignore_label: int = 255,
+    overwrite: bool = False,
+) -> RegisteredSet:
+    """Register a dataset without a seen / unseen partition: ``<name>_train`` and / or
+    ``<name>_test``, both over every class (the open-vocabulary protocol: train on all of one
+    dataset's classes, e.g. COCO-Stuff's 171, and evaluate on other datasets with their own
+    vocabularies). Same data forms and label files as :func:`register_zero_shot_split`;
+    ``ignore_label`` may be up to 65535 (16-bit label PNGs for more than 255 classes). There is
+    no ZS3 variant, and the evaluator reports no mIoU(S) / mIoU(U) / hIoU for these sets.
+
+    Raises:
+        SplitDefinitionError: no class names, duplicate names.
+        ValueError: no data given, ``ignore_label`` clashing with a class id, name taken.
+    """
+    split = ZeroShotSplit(class_names, (), allow_no_unseen=True)
+    everything = tuple(range(split.num_classes))
+    names = _register_variants(
+        f"register_open_vocabulary_set('{name}')", name, split.class_names, everything, (),
+        {"train": (train, everything), "test": (test, everything)}, ignore_label, overwrite)
+    return RegisteredSet(class_names=split.class_names, train=names["train"], test=names["test"])
+
+
+def _register_variants(caller: str, name: str, class_names: Tuple[str, ...], seen: Sequence[int],
+                       unseen: Sequence[int], variants: Dict[str, tuple], ignore_label: int,
+                       overwrite: bool) -> Dict[str, Optional[str]]:
+    """Register ``<name><suffix>`` for each ``variant: (source, vocabulary ids)`` with a source;
+    returns ``{variant: dataset name or None}``."""
+    if all(source is None for source, _ in variants.values()):
+        raise ValueError(f"{caller}: give train and/or test data")
+    num_classes = len(class_names)
+    if not num_classes <= ignore_label <= 65535:
         raise ValueError(
-            f"ignore_label={ignore_label} is also a class id (the dataset has {split.num_classes} "
+            f"ignore_label={ignore_label} is also a class id (the dataset has {num_classes} "
             "classes) or out of the label range; choose an ignore label in "
-            f"[{split.num_classes}, 65535]"
+            f"[{num_classes}, 65535]"
         )
-    palette = _palette(split.num_classes)
-    seen_ids, unseen_ids = set(split.seen_ids), set(split.unseen_ids)
-    vocabularies = {
-        "train": split.seen_ids,
-        "test": tuple(range(split.num_classes)),
-        "zs3": split.unseen_ids,
-    }
-    sources = {"train": train, "test": test, "zs3": test}
+    palette = _palette(num_classes)
+    seen_ids, unseen_ids = set(seen), set(unseen)
     names: Dict[str, Optional[str]] = {}
-    for variant, source in sources.items():
+    for variant, (source, vocab) in variants.items():
         if source is None:
             names[variant] = None
             continue
@@ -217,15 +265,14 @@ def register_zero_shot_split(
                 )
             DatasetCatalog.remove(dataset_name)
             MetadataCatalog.remove(dataset_name)
-        vocab = vocabularies[variant]
         DatasetCatalog.register(dataset_name, lambda s=source, n=dataset_name: _load_variant(s, n))
         meta = dict(
-            stuff_classes=[split.class_names[i] for i in vocab],
+            stuff_classes=[class_names[i] for i in vocab],
             stuff_colors=[palette[i] for i in vocab],
             seen_classes=[k for k, i in enumerate(vocab) if i in seen_ids],
             unseen_classes=[k for k, i in enumerate(vocab) if i in unseen_ids],
             class_dataset_ids=list(vocab),
-            num_dataset_classes=split.num_classes,
+            num_dataset_classes=num_classes,
             ignore_label=ignore_label,
             evaluator_type=EVALUATOR_TYPE,
             zero_shot_split=name,
@@ -236,7 +283,7 @@ def register_zero_shot_split(
         MetadataCatalog.get(dataset_name).set(**meta)
         label_map_for_dataset.cache_clear()
         names[variant] = dataset_name
-    return RegisteredSplit(split=split, train=names["train"], test=names["test"], zs3=names["zs3"])
+    return names
 
 
 @lru_cache(maxsize=None)

@@ -1,10 +1,12 @@
 """Helpers shared by ``datasets/prepare_*.py``: id lists, atomic PNG writes, parallel conversion.
 
 Every converter maps raw label ids to the dataset's contiguous class ids with a look-up table
-(``255`` = ignore), writes single-channel PNGs atomically (a killed run never leaves a half
-written file) and skips outputs that already exist, so an interrupted run can be resumed.
+(``255`` = ignore; ``65535`` for the sets with more than 255 classes, written as 16-bit PNGs),
+writes single-channel PNGs atomically (a killed run never leaves a half written file) and
+skips outputs that already exist, so an interrupted run can be resumed.
 """
 import os
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, List, Sequence, Tuple
@@ -14,6 +16,7 @@ from PIL import Image
 
 __all__ = [
     "RawDatasetError", "read_id_list", "write_label_png", "apply_lut", "convert_all", "require_dir", "run_reporting_errors",
+    "read_pascal_context_labels",
 ]
 
 
@@ -34,18 +37,38 @@ def read_id_list(path: str, what: str, help_text: str) -> List[str]:
         return [line.split()[0] for line in f if line.strip()]
 
 
+def read_pascal_context_labels(path: str, help_text: str) -> dict:
+    """PASCAL-Context's ``labels.txt`` (``"<id>: <name>"`` lines, ids 1..459) as ``{name: id}``."""
+    if not os.path.isfile(path):
+        raise RawDatasetError(f"PASCAL-Context labels.txt not found: {path}\n{help_text}")
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*(\d+)\s*:\s*(.+?)\s*$", line)
+            if m:
+                out[m.group(2)] = int(m.group(1))
+    return out
+
+
 def apply_lut(raw: np.ndarray, lut: np.ndarray, source: str) -> np.ndarray:
-    """Map raw ids through ``lut`` (uint8, 255 = ignore); ids beyond it are an error."""
-    if raw.size and raw.max() >= len(lut):
-        raise ValueError(f"{source}: label id {int(raw.max())} is outside the expected range 0..{len(lut) - 1}")
+    """Map raw ids through ``lut`` (uint8 with 255 = ignore, or uint16 with 65535 = ignore);
+    negative ids and ids beyond it are an error."""
+    if raw.size and (raw.max() >= len(lut) or raw.min() < 0):
+        bad = int(raw.max()) if raw.max() >= len(lut) else int(raw.min())
+        raise ValueError(f"{source}: label id {bad} is outside the expected range 0..{len(lut) - 1}")
     return lut[raw]
 
 
 def write_label_png(path: str, label: np.ndarray) -> None:
-    """Write an ``(H, W)`` uint8 label map as a mode-L PNG, atomically."""
+    """Write an ``(H, W)`` label map atomically: uint8 as a mode-L PNG, uint16 (ids above
+    255) as a 16-bit grey PNG."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.png"
-    Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(tmp)
+    label = np.asarray(label)
+    if label.dtype == np.uint16:
+        Image.fromarray(label).save(tmp)  # mode I;16
+    else:
+        Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(tmp)
     os.replace(tmp, path)
 
 

@@ -37,6 +37,8 @@ class ZeroShotSplit:
         unseen_names: names of the unseen classes (any order; stored in dataset order).
         seen_names: optional; defaults to every class that is not unseen. When given, seen
             and unseen must be disjoint and together cover every class.
+        allow_no_unseen: accept an empty unseen set (every class seen: an open-vocabulary
+            dataset, :func:`~zsmask.data.catalog.register_open_vocabulary_set`).
     """
 
     class_names: Tuple[str, ...]
@@ -48,6 +50,7 @@ class ZeroShotSplit:
         class_names: Sequence[str],
         unseen_names: Sequence[str],
         seen_names: Optional[Sequence[str]] = None,
+        allow_no_unseen: bool = False,
     ):
         class_names = tuple(str(c) for c in class_names)
         if isinstance(unseen_names, str) or (seen_names is not None and isinstance(seen_names, str)):
@@ -67,7 +70,7 @@ class ZeroShotSplit:
             raise SplitDefinitionError(
                 f"unknown class names {_fmt_names(unknown)}; valid names are: {_fmt_names(class_names)}"
             )
-        if not unseen_names:
+        if not unseen_names and not allow_no_unseen:
             raise SplitDefinitionError(
                 "the unseen set is empty; name at least one unseen class among: " + _fmt_names(class_names)
             )
