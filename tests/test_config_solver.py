@@ -115,6 +115,11 @@ METHOD_CONFIGS = sorted(
 )
 
 
+def _method_file(path: str) -> str:
+    """The method's zero-shot config name (``alignzeg_ov.yaml`` is AlignZeg's ``alignzeg.yaml``)."""
+    return os.path.basename(path).replace("_ov.yaml", ".yaml")
+
+
 @pytest.mark.parametrize("path", METHOD_CONFIGS)
 def test_method_configs_select_registered_parts(path):
     """Every method config merges and names parts that exist in zsmask's registries."""
@@ -149,7 +154,7 @@ def test_method_configs_select_registered_parts(path):
     from zsmask.modeling.post_processing import POST_PROCESSOR_REGISTRY
 
     assert all(name in POST_PROCESSOR_REGISTRY for name in cfg.MODEL.ZSMASK.POST_PROCESSORS)
-    if os.path.basename(path) == "sazs.yaml":  # SAZS Secs. 3.3-3.5, 4.2: K = 5, 3 x 6 patches
+    if _method_file(path) == "sazs.yaml":  # SAZS Secs. 3.3-3.5, 4.2: K = 5, 3 x 6 patches
         assert "BoundaryHead" in cfg.MODEL.ZSMASK.AUXILIARY_HEADS
         assert list(cfg.MODEL.ZSMASK.POST_PROCESSORS) == ["EigensegmentFusion"]
         assert cfg.MODEL.SAZS.SPECTRAL.NUM_EIGENVECTORS == 5 and list(cfg.MODEL.SAZS.BOUNDARY.PATCH_GRID) == [3, 6]
@@ -160,7 +165,7 @@ def test_method_configs_select_registered_parts(path):
         assert cfg.DATASETS.TRAIN == ("toy_world_train",) and cfg.DATASETS.TEST == ("toy_world_test",)
         assert not cfg.INPUT.COLOR_AUG_SSD  # colour defines the toy classes
         return
-    if os.path.basename(path) == "alignzeg.yaml":  # AlignZeg's settings (Sec. 4.2, supplementary Sec. 1)
+    if _method_file(path) == "alignzeg.yaml":  # AlignZeg's settings (Sec. 4.2, supplementary Sec. 1)
         az = cfg.MODEL.ALIGNZEG
         assert cfg.MODEL.CLIP.MODEL_NAME == "ViT-B-16" and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
         assert (az.IMAGE_ENCODER.DIM, az.IMAGE_ENCODER.DEPTH, az.IMAGE_ENCODER.PATCH_SIZE) == (240, 8, 16)
@@ -175,7 +180,7 @@ def test_method_configs_select_registered_parts(path):
         assert az.BDS.NUM_PROTOTYPES == (20 if coco else 10) and az.CLIP.NUM_DEEP_PROMPTS == (20 if coco else 0)
         assert cfg.MODEL.ZSMASK.BACKGROUND_AT_INFERENCE  # no-object in the softmax (README, AlignZeg)
         return
-    name = os.path.basename(path)
+    name = _method_file(path)
     if name in ("otseg.yaml", "zegot.yaml"):  # OTSeg Sec. 5.2 / Appendix B, F; ZegOT Sec. 5.2
         ot = cfg.MODEL.OTSEG
         assert cfg.MODEL.CLIP.MODEL_NAME == "ViT-B-16" and ot.DECODER.NUM_LAYERS == 3
@@ -215,3 +220,23 @@ def test_resnet_backbones_feed_the_pixel_decoder(depth):
         mask_features, multi_scale = decoder.forward_features(backbone(torch.zeros(1, 3, 64, 64)))
     assert tuple(mask_features.shape) == (1, 256, 16, 16)
     assert [tuple(f.shape[-2:]) for f in multi_scale] == [(2, 2), (4, 4), (8, 8)]
+
+
+OPEN_VOCABULARY_CONFIGS = sorted(p for p in METHOD_CONFIGS if p.endswith("_ov.yaml"))
+
+
+@pytest.mark.parametrize("path", OPEN_VOCABULARY_CONFIGS)
+def test_open_vocabulary_configs_train_on_all_171_classes_and_change_nothing_else(path):
+    zero_shot = path.replace("_ov.yaml", ".yaml")
+    cfg, base = _cfg(path), _cfg(zero_shot)
+    assert cfg.DATASETS.TRAIN == ("coco_stuff_171_train",) and cfg.DATASETS.TEST == ("coco_stuff_171_test",)
+    assert cfg.OUTPUT_DIR == base.OUTPUT_DIR + "_ov"
+    for node in (cfg, base):
+        node.DATASETS.TRAIN, node.DATASETS.TEST, node.OUTPUT_DIR = (), (), ""
+    assert cfg.dump() == base.dump()
+
+
+def test_every_coco_method_has_an_open_vocabulary_config():
+    methods = {os.path.basename(p)[: -len(".yaml")] for p in METHOD_CONFIGS if p.startswith("configs/coco/")}
+    zero_shot = {m for m in methods if not m.endswith("_ov") and not m.startswith("hungarian_")}
+    assert {m + "_ov" for m in zero_shot} <= methods
