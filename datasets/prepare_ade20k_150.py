@@ -21,8 +21,8 @@ from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, require
 
 HELP = "Download ADEChallengeData2016.zip (the SceneParsing release) and extract it under --root."
 
-LUT = np.full(256, 255, dtype=np.uint8)
-LUT[1:151] = np.arange(150, dtype=np.uint8)
+LUT = np.full(151, 255, dtype=np.uint8)  # 0..150 only: a larger id is reported, not silently ignored
+LUT[1:] = np.arange(150, dtype=np.uint8)
 
 
 def convert_ade_png(path: str) -> np.ndarray:

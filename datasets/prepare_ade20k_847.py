@@ -16,6 +16,7 @@ resized so that it is 512 (image bilinear, labels nearest) and written again as 
 default quality 75). ``ade20k_847_test`` reads the validation set.
 """
 import argparse
+import functools
 import os
 import sys
 
@@ -23,17 +24,26 @@ import numpy as np
 from PIL import Image
 
 from zsmask.data.builtin_meta import ADE20K_847_FULL_IDS
-from zsmask.data.prepare import RawDatasetError, apply_lut, convert_all, require_dir, run_reporting_errors
+from zsmask.data.prepare import (
+    TMP_MARK,
+    RawDatasetError,
+    apply_lut,
+    convert_all,
+    remove_leftovers,
+    require_dir,
+    run_reporting_errors,
+)
 
 HELP = ("Download the full ADE20K release (ADE20K_2021_17_01.zip, from the ADE20K site after registering) "
         "and extract it under --root, giving ADE20K_2021_17_01/images/ADE/{training,validation}.")
 SHORT_SIDE = 512
 IGNORE = 65535
-SPLIT_PREFIX = {"training": "ADE_train_", "validation": "ADE_val_"}
 
 
+@functools.lru_cache(maxsize=None)
 def full_id_lut() -> np.ndarray:
-    """uint16 look-up table from a full-release object id (R / 10 * 256 + G < 65536) to 0..846."""
+    """uint16 look-up table from a full-release object id (R / 10 * 256 + G < 65536) to 0..846
+    (built once per process, not sent with every job)."""
     lut = np.full(65536, IGNORE, dtype=np.uint16)
     lut[np.asarray(ADE20K_847_FULL_IDS)] = np.arange(len(ADE20K_847_FULL_IDS), dtype=np.uint16)
     return lut
@@ -63,7 +73,6 @@ class ImageAndLabelConverter:
 
     def __init__(self, image_dir: str):
         self.image_dir = image_dir
-        self.lut = full_id_lut()
 
     def __call__(self, jpg: str) -> np.ndarray:
         import cv2
@@ -81,18 +90,18 @@ class ImageAndLabelConverter:
             label = cv2.resize(label.astype(np.int32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
         os.makedirs(self.image_dir, exist_ok=True)
         out = os.path.join(self.image_dir, os.path.basename(jpg))
-        tmp = f"{out}.tmp-{os.getpid()}.jpg"
-        Image.fromarray(image).save(tmp)
+        tmp = f"{out}{TMP_MARK}{os.getpid()}"
+        Image.fromarray(image).save(tmp, format="JPEG")  # PIL's default quality, 75
         os.replace(tmp, out)
-        return apply_lut(label.astype(np.int64), self.lut, seg_png)
+        return apply_lut(label.astype(np.int64), full_id_lut(), seg_png)
 
 
-def find_images(split_dir: str, prefix: str):
-    """``ADE_*.jpg`` files under ``split_dir`` (any depth) that have a ``*_seg.png``, by name."""
+def find_images(split_dir: str):
+    """The ``.jpg`` files under ``split_dir`` (any depth) that have a ``*_seg.png``, by name."""
     found = {}
     for folder, _, files in os.walk(split_dir):
         for name in files:
-            if name.startswith(prefix) and name.endswith(".jpg") and os.path.isfile(
+            if name.endswith(".jpg") and os.path.isfile(
                     os.path.join(folder, name[:-4] + "_seg.png")):
                 if name in found:
                     raise RawDatasetError(f"{name} occurs twice: {found[name]} and {os.path.join(folder, name)}")
@@ -114,11 +123,13 @@ def main(argv=None) -> int:
         for split in args.splits:
             split_dir = os.path.join(ade, "images", "ADE", split)
             require_dir(split_dir, f"ADE20K images/ADE/{split}", HELP)
-            images = find_images(split_dir, SPLIT_PREFIX[split])
+            images = find_images(split_dir)
             if not images:
-                raise RawDatasetError(f"no {SPLIT_PREFIX[split]}*.jpg with a *_seg.png under {split_dir}\n{HELP}")
+                raise RawDatasetError(f"no *.jpg with a *_seg.png under {split_dir}\n{HELP}")
             out = os.path.join(ade, "annotations_detectron2", split)
-            convert = ImageAndLabelConverter(os.path.join(ade, "images_detectron2", split))
+            image_dir = os.path.join(ade, "images_detectron2", split)
+            remove_leftovers([image_dir])
+            convert = ImageAndLabelConverter(image_dir)
             jobs = [(jpg, os.path.join(out, os.path.basename(jpg)[:-4] + ".png")) for jpg in images]
             n = convert_all(jobs, convert, args.workers, desc=split)
             print(f"{split}: {len(images)} images and labels in {out} ({n} written now)")

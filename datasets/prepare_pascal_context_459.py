@@ -36,8 +36,9 @@ HELP = (
 )
 IGNORE = 65535
 
-LUT = np.full(65536, IGNORE, dtype=np.uint16)
-LUT[1:len(PCONTEXT459_CLASSES) + 1] = np.arange(len(PCONTEXT459_CLASSES), dtype=np.uint16)
+# 0..459 only: a larger id in a LabelMap is reported, not silently ignored
+LUT = np.full(len(PCONTEXT459_CLASSES) + 1, IGNORE, dtype=np.uint16)
+LUT[1:] = np.arange(len(PCONTEXT459_CLASSES), dtype=np.uint16)
 
 
 def check_labels_txt(names_to_ids: dict) -> None:

@@ -10,11 +10,13 @@ Input (official releases, under --root, default $DETECTRON2_DATASETS or ./datase
 Output:
   VOCdevkit/VOC2012/annotations_detectron2/train_aug/<id>.png   10,582 = VOC train + SBD train + SBD val - VOC val
   VOCdevkit/VOC2012/annotations_detectron2/val/<id>.png         1,449
-  VOCdevkit/VOC2012/annotations_detectron2_bg/val/<id>.png      1,449, background kept
+  VOCdevkit/VOC2012/annotations_voc21/val/<id>.png             1,449, background kept
 Classes 1..20 become 0..19; background (0) and borders (255) become 255 (ignored), as in the
 zero-shot protocol and VOC-20 of the open-vocabulary tables. VOC's own masks are used where
-they exist, SBD's elsewhere. The ``_bg`` copy of the validation set keeps background as class 0
-and the classes as 1..20 (borders 255): VOC-21 of the open-vocabulary tables (``voc_21_test``).
+they exist, SBD's elsewhere. The ``annotations_voc21`` copy of the validation set keeps
+background as class 0 and the classes as 1..20 (borders 255): VOC-21 of the open-vocabulary
+tables (``voc_21_test``). It has a folder of its own because CAT-Seg writes
+``annotations_detectron2_bg`` with background last, and existing files are never rewritten.
 """
 import argparse
 import os
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
             jobs = [(source(i), os.path.join(out, split, i + ".png")) for i in ids]
             n = convert_all(jobs, _convert, args.workers, desc=split)
             print(f"{split}: {len(ids)} labels in {os.path.join(out, split)} ({n} written now)")
-        out_bg = os.path.join(voc, "annotations_detectron2_bg", "val")
+        out_bg = os.path.join(voc, "annotations_voc21", "val")
         jobs = [(source(i), os.path.join(out_bg, i + ".png")) for i in sorted(voc_val)]
         n = convert_all(jobs, convert_voc_png_with_background, args.workers, desc="val (with background)")
         print(f"val with background: {len(voc_val)} labels in {out_bg} ({n} written now)")

@@ -72,6 +72,19 @@ def test_sliding_windows_of_a_pixelwise_model_equal_the_whole_image():
     assert bigger.shape == (3, 100, 140)
 
 
+def test_sliding_windows_and_proposal_outputs_are_refused_together(tmp_path):
+    from zsmask.engine import build_config
+
+    with pytest.raises(ValueError, match="PROPOSAL_DIAGNOSTICS cannot be on together"):
+        build_config(os.path.join(ROOT, "configs", "toy", "alignzeg.yaml"),
+                     ["TEST.SLIDING_WINDOW.ENABLED", "True", "TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS", "True"])
+    with pytest.raises(ValueError, match="1 <= STRIDE <= SIZE"):
+        build_config(os.path.join(ROOT, "configs", "toy", "hungarian.yaml"),
+                     ["TEST.SLIDING_WINDOW.ENABLED", "True", "TEST.SLIDING_WINDOW.STRIDE", "999"])
+    with pytest.raises(ValueError, match="absent-class convention 'v0.6'"):
+        build_config(os.path.join(ROOT, "configs", "toy", "hungarian.yaml"), ["TEST.ZERO_SHOT.ABSENT_CLASSES", "v0.6"])
+
+
 def test_published_numbers_name_their_convention_and_source():
     assert {p.absent_classes for p in PUBLISHED} == {"exclude", "count_predicted"}
     assert all(p.source and p.miou for p in PUBLISHED)
@@ -118,6 +131,13 @@ def test_suite_tool_evaluates_two_sets_in_one_run_as_each_alone(tmp_path, capsys
     other = json.loads((tmp_path / "v06" / "open_vocabulary.json").read_text())
     assert other["absent_classes"] == "count_predicted" and other["sliding_window"]["ENABLED"] is True
     assert 0 <= other["results"][sets[1]]["mIoU"] <= 100
+    # one window over the whole image is the plain evaluation, number for number
+    assert evaluate(["--config-file", config, "--weights", weights, "--device", "cpu", "--datasets", sets[1],
+                     "--output", str(tmp_path / "one_window"), "--sliding-window", "--window-size", "4096",
+                     "--window-stride", "4096"]) == 0
+    one = json.loads((tmp_path / "one_window" / "open_vocabulary.json").read_text())["results"][sets[1]]
+    assert one["mIoU"] == pytest.approx(saved["results"][sets[1]]["mIoU"], abs=1e-6)
+    assert one["pAcc"] == pytest.approx(saved["results"][sets[1]]["pAcc"], abs=1e-6)
 
     capsys.readouterr()
     assert evaluate(["--config-file", config, "--datasets", "ade20k_9999_test"]) == 2

@@ -134,7 +134,7 @@ def _read_png(path):
         return img.mode, np.asarray(img).astype(np.int64)
 
 
-def test_prepare_pascal_context_459_writes_16_bit_ids_above_255(tmp_path, restore_builtin):
+def test_prepare_pascal_context_459_writes_16_bit_ids_above_255(tmp_path, restore_builtin, capsys):
     from zsmask.data.builtin_meta import PCONTEXT459_CLASSES
 
     root = str(tmp_path)
@@ -157,10 +157,26 @@ def test_prepare_pascal_context_459_writes_16_bit_ids_above_255(tmp_path, restor
     sem = ZeroShotSemSegDatasetMapper(is_train=True, augmentations=[])(test[0])["sem_seg"]
     assert sem.tolist() == [[65535, 0, 255], [299, 458, 458]]
 
-    # a labels.txt of another list (here the 59 classes) is refused with the reason
+    # a name spelt otherwise is reported, the ids still convert
+    spelt = ["air conditioner" if n == "airconditioner" else n for n in PCONTEXT459_CLASSES]
+    assert spelt != list(PCONTEXT459_CLASSES)
+    with open(os.path.join(voc, "labels.txt"), "w") as f:
+        f.write("\n".join(f"{i + 1}: {n}" for i, n in enumerate(spelt)) + "\n")
+    capsys.readouterr()
+    assert script.main(["--root", root, "--workers", "1"]) == 0
+    assert "note: 1 names of labels.txt are spelt otherwise" in capsys.readouterr().out
+    # a labels.txt of another list (here the 59 classes) and an id above 459 are refused with the reason
     with open(os.path.join(voc, "labels.txt"), "w") as f:
         f.write("\n".join(f"{i + 1}: {n}" for i, n in enumerate(PCONTEXT459_CLASSES[:59])) + "\n")
     assert script.main(["--root", root, "--workers", "1"]) == 1
+    assert "holds 59 ids" in capsys.readouterr().err
+    with open(os.path.join(voc, "labels.txt"), "w") as f:
+        f.write("\n".join(f"{i + 1}: {n}" for i, n in enumerate(PCONTEXT459_CLASSES)) + "\n")
+    savemat(os.path.join(voc, "trainval", "2008_000003.mat"), {"LabelMap": np.array([[1, 460]], np.uint16)})
+    _jpg(os.path.join(voc, "JPEGImages", "2008_000003.jpg"), 1, 2)
+    _write_list(os.path.join(voc, "ImageSets", "Main", "val.txt"), ["2008_000001", "2008_000002", "2008_000003"])
+    assert script.main(["--root", root, "--workers", "1"]) == 1
+    assert "label id 460 is outside the expected range 0..459" in capsys.readouterr().err
 
 
 def test_prepare_ade20k_150(tmp_path, restore_builtin):
@@ -206,19 +222,35 @@ def test_prepare_ade20k_847_decodes_ids_resizes_and_writes_16_bit(tmp_path, rest
     _ade_seg_png(os.path.join(scene, "ADE_val_00000002_seg.png"), big)
     _jpg(os.path.join(scene, "ADE_val_00000002.jpg"), 600, 1030)
     _jpg(os.path.join(scene, "ADE_val_00000003.jpg"), 2, 3)  # no *_seg.png: not an annotated image
-    assert _load_script("prepare_ade20k_847").main(["--root", root, "--workers", "1"]) == 0
+    for stem, (h, w) in (("ADE_val_00000004", (700, 520)), ("ADE_val_00000005", (512, 800))):
+        _ade_seg_png(os.path.join(scene, stem + "_seg.png"), np.full((h, w), first))  # portrait; short side 512
+        _jpg(os.path.join(scene, stem + ".jpg"), h, w)
+    script = _load_script("prepare_ade20k_847")
+    assert script.main(["--root", root, "--workers", "1"]) == 0
     out = os.path.join(root, "ADE20K_2021_17_01", "annotations_detectron2", "validation")
     mode, lab = _read_png(os.path.join(out, "ADE_val_00000001.png"))
     assert mode.startswith("I") and lab.tolist() == [[65535, 0, 846], [65535, 846, 0]]
     _, lab = _read_png(os.path.join(out, "ADE_val_00000002.png"))
     images = os.path.join(root, "ADE20K_2021_17_01", "images_detectron2", "validation")
-    with Image.open(os.path.join(images, "ADE_val_00000002.jpg")) as img:
-        assert img.size == (879, 512)
-    assert lab.shape == (512, 879) and set(np.unique(lab)) == {0, 846}
-    assert sorted(os.listdir(images)) == ["ADE_val_00000001.jpg", "ADE_val_00000002.jpg"]
+    sizes = {}
+    for name in sorted(os.listdir(images)):
+        with Image.open(os.path.join(images, name)) as img:
+            sizes[name[:-4]] = img.size
+    assert sizes == {"ADE_val_00000001": (3, 2), "ADE_val_00000002": (879, 512), "ADE_val_00000004": (512, 689),
+                     "ADE_val_00000005": (800, 512)}  # (width, height); the short side 512 is kept as it is
+    assert lab.shape == (512, 879) and (lab[:, :430] == 0).all() and (lab[:, 450:] == 846).all()  # 515 / 1030 * 879
+    assert _read_png(os.path.join(out, "ADE_val_00000004.png"))[1].shape == (689, 512)
+
+    # resumable: a label lost (its image kept) and a killed run's leftover are redone / removed
+    os.remove(os.path.join(out, "ADE_val_00000001.png"))
+    with open(os.path.join(out, "ADE_val_00000001.png.tmp-999"), "wb") as f:
+        f.write(b"half a png")
+    assert script.main(["--root", root, "--workers", "1"]) == 0
+    assert sorted(os.listdir(out)) == [s + ".png" for s in sorted(sizes)]
+    assert _read_png(os.path.join(out, "ADE_val_00000001.png"))[1].tolist() == [[65535, 0, 846], [65535, 846, 0]]
     register_all_builtin(root, overwrite=True)
     test = DatasetCatalog.get("ade20k_847_test")
-    assert len(test) == 2 and MetadataCatalog.get("ade20k_847_test").stuff_classes == list(ADE20K_847_CLASSES)
+    assert len(test) == 4 and MetadataCatalog.get("ade20k_847_test").stuff_classes == list(ADE20K_847_CLASSES)
 
 
 def test_prepare_voc_writes_the_background_variant_for_voc_21(tmp_path, restore_builtin):
@@ -232,7 +264,7 @@ def test_prepare_voc_writes_the_background_variant_for_voc_21(tmp_path, restore_
     _write_list(os.path.join(voc, "ImageSets", "Segmentation", "train.txt"), ["a"])
     _write_list(os.path.join(voc, "ImageSets", "Segmentation", "val.txt"), ["b"])
     assert _load_script("prepare_voc_sem_seg").main(["--root", root, "--workers", "1", "--without-sbd"]) == 0
-    _, bg = _read_png(os.path.join(voc, "annotations_detectron2_bg", "val", "b.png"))
+    _, bg = _read_png(os.path.join(voc, "annotations_voc21", "val", "b.png"))
     _, plain = _read_png(os.path.join(voc, "annotations_detectron2", "val", "b.png"))
     assert bg.tolist() == [[0, 1, 20], [255, 16, 0]] and plain.tolist() == [[255, 0, 19], [255, 15, 255]]
     register_all_builtin(root, overwrite=True)
@@ -290,7 +322,7 @@ def test_prepare_voc_reports_missing_sbd(tmp_path, capsys):
         ("pcontext_zs_test_zs3", "annotations_ctx59/val", "prepare_pascal_context_59.py"),
         ("ade20k_847_test", "annotations_detectron2/validation", "prepare_ade20k_847.py"),
         ("pcontext_459_test", "annotations_ctx459/val", "prepare_pascal_context_459.py"),
-        ("voc_21_test", "annotations_detectron2_bg/val", "prepare_voc_sem_seg.py"),
+        ("voc_21_test", "annotations_voc21/val", "prepare_voc_sem_seg.py"),
     ],
 )
 def test_missing_builtin_dataset_explains_layout(tmp_path, restore_builtin, monkeypatch, name, layout, script):

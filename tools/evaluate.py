@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     try:
         import zsmask.data  # noqa: F401  (registers the built-in sets)
 
-        check_datasets(args.datasets)  # before the model is built
+        check_datasets(args.datasets, load=True)  # registered and on disk, before the model is built
         model, cfg = load_inference_model(args.config_file, args.weights, args.device, opts)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

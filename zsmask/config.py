@@ -492,7 +492,8 @@ def add_zsmask_config(cfg: CN) -> CN:
     # absent from the ground truth but predicted, with IoU 0; detectron2 v0.6). README, Evaluation.
     cfg.TEST.ZERO_SHOT.ABSENT_CLASSES = "exclude"
     # Sliding-window inference (zsmask.engine.sliding_window): SIZE x SIZE windows of the
-    # test-time resized image, STRIDE apart, their class scores averaged where they overlap.
+    # test-time resized image, STRIDE apart, their class scores averaged where they overlap
+    # (the generic scheme; CAT-Seg's protocol differs, see the module).
     cfg.TEST.SLIDING_WINDOW = CN()
     # Off: each test image is classified whole, as the zero-shot papers evaluate.
     cfg.TEST.SLIDING_WINDOW.ENABLED = False

@@ -73,7 +73,7 @@ _PCONTEXT459_LAYOUT = """\
   $DETECTRON2_DATASETS/VOCdevkit/VOC2010/annotations_ctx459/val/<id>.png   (5,104, 16-bit)"""
 _VOC21_LAYOUT = """\
   $DETECTRON2_DATASETS/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
-  $DETECTRON2_DATASETS/VOCdevkit/VOC2012/annotations_detectron2_bg/val/<id>.png   (1,449)"""
+  $DETECTRON2_DATASETS/VOCdevkit/VOC2012/annotations_voc21/val/<id>.png   (1,449)"""
 
 # name -> (class names, unseen names, {variant: (image dir, label dir)}, layout, prepare script)
 BUILTIN_SPLITS = {
@@ -139,7 +139,7 @@ OPEN_VOCABULARY_SETS = {
     "voc_20": (VOC_CLASSES, {"test": BUILTIN_SPLITS["voc_zs"][2]["test"]}, _VOC_LAYOUT, BUILTIN_SPLITS["voc_zs"][4], 255),
     "voc_21": (
         VOC21_CLASSES,
-        {"test": ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/annotations_detectron2_bg/val")},
+        {"test": ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/annotations_voc21/val")},
         _VOC21_LAYOUT,
         "python datasets/prepare_voc_sem_seg.py",
         255,

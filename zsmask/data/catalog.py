@@ -277,6 +277,7 @@ def _register_variants(caller: str, name: str, class_names: Tuple[str, ...], see
             evaluator_type=EVALUATOR_TYPE,
             zero_shot_split=name,
             split_variant=variant,
+            open_vocabulary=not unseen_ids,  # no seen / unseen partition (register_open_vocabulary_set)
         )
         if isinstance(source, SemSegFolder):
             meta.update(image_root=source.image_root, sem_seg_root=source.gt_root)

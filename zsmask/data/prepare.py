@@ -14,9 +14,11 @@ from typing import Callable, Iterable, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+TMP_MARK = ".tmp-"  # in the names of files being written
+
 __all__ = [
     "RawDatasetError", "read_id_list", "write_label_png", "apply_lut", "convert_all", "require_dir", "run_reporting_errors",
-    "read_pascal_context_labels",
+    "read_pascal_context_labels", "remove_leftovers", "TMP_MARK",
 ]
 
 
@@ -63,13 +65,25 @@ def write_label_png(path: str, label: np.ndarray) -> None:
     """Write an ``(H, W)`` label map atomically: uint8 as a mode-L PNG, uint16 (ids above
     255) as a 16-bit grey PNG."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"  # not *.png: a killed run's leftover is never taken for a label
     label = np.asarray(label)
     if label.dtype == np.uint16:
-        Image.fromarray(label).save(tmp)  # mode I;16
+        Image.fromarray(label).save(tmp, format="PNG")  # mode I;16
     else:
-        Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(tmp)
+        Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def remove_leftovers(folders: Iterable[str]) -> int:
+    """Delete the temporary files a killed run left in ``folders``; returns how many."""
+    removed = 0
+    for folder in set(folders):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if TMP_MARK in name:
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+    return removed
 
 
 def _run_job(args):
@@ -86,6 +100,7 @@ def convert_all(
     """Run ``fn(src) -> label`` for every ``(src, dst)`` job and write ``dst``; returns the
     number of files written (existing outputs are kept). ``workers=0`` uses all CPUs."""
     workers = workers or os.cpu_count() or 1
+    remove_leftovers(os.path.dirname(dst) for _, dst in jobs)
     total = len(jobs)
     done = written = 0
     step = max(total // 20, 1)

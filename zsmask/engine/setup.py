@@ -38,6 +38,9 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     check_absent_classes(cfg.TEST.ZERO_SHOT.ABSENT_CLASSES)
     if cfg.TEST.SLIDING_WINDOW.ENABLED:
         check_window(cfg.TEST.SLIDING_WINDOW.SIZE, cfg.TEST.SLIDING_WINDOW.STRIDE)
+        if cfg.TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS:
+            raise ValueError("TEST.SLIDING_WINDOW.ENABLED and TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS cannot be on "
+                             "together: proposals are per window and are not stitched; turn one off")
     if cfg.TEST.ZERO_SHOT.EVAL_ZS3:
         cfg.DATASETS.TEST = with_zs3_variants(cfg.DATASETS.TEST)
     return cfg

@@ -1,10 +1,16 @@
 """Sliding-window inference: a trained model run on overlapping windows of each test image.
 
-CAT-Seg evaluates its open-vocabulary tables this way. The test image (after the test-time
-resize of ``INPUT.MIN_SIZE_TEST``) is covered by ``SIZE x SIZE`` windows ``STRIDE`` pixels apart,
-the last window of a row or column aligned with the image's edge; each window is classified on
-its own and the per-class scores of overlapping windows are averaged, then resized to the
-output size. ``TEST.SLIDING_WINDOW.{ENABLED, SIZE, STRIDE}``.
+The test image (after the test-time resize of ``INPUT.MIN_SIZE_TEST``, aspect ratio kept) is
+covered by ``SIZE x SIZE`` windows ``STRIDE`` pixels apart, the last window of a row or column
+aligned with the image's edge; each window is classified on its own, the per-class scores of
+overlapping windows are averaged and resized to the output size.
+``TEST.SLIDING_WINDOW.{ENABLED, SIZE, STRIDE}``.
+
+This is the generic scheme, not CAT-Seg's protocol, which resizes every image to 640 x 640
+(aspect ratio not kept), adds one 384 x 384 view of the whole image averaged 1:1 with the
+windows, and averages sigmoid scores; numbers evaluated here with sliding windows are not
+comparable with CAT-Seg's as they stand. Proposal outputs (``TEST.ZERO_SHOT.PROPOSAL_DIAGNOSTICS``)
+are per window and are not stitched, so the two options are refused together at config build.
 """
 from typing import Dict, List, Sequence, Tuple
 

@@ -31,20 +31,21 @@ PUBLISHED: Tuple[PublishedResult, ...] = (
          "voc_20_test": 94.6, "voc_20b": 77.3},
         "cvlab-kaist/CAT-Seg README (commit 6d3a188a); detectron2 from its main branch (requirements.txt)"),
     PublishedResult(
-        "CAT-Seg (L)", "ViT-L-14", "COCO-Stuff 171", "exclude",
+        "CAT-Seg (L)", "ViT-L-14-336", "COCO-Stuff 171", "exclude",
         {"ade20k_847_test": 16.0, "pcontext_459_test": 23.8, "ade20k_150_test": 37.9, "pcontext_59_test": 63.3,
          "voc_20_test": 97.0, "voc_20b": 82.5},
-        "cvlab-kaist/CAT-Seg README (commit 6d3a188a)"),
+        "cvlab-kaist/CAT-Seg README (commit 6d3a188a); CLIP ViT-L/14 at 336 px (configs/vitl_336.yaml)"),
     PublishedResult(
         "SAN (B)", "ViT-B-16", "COCO-Stuff 171", "exclude",
         {"ade20k_847_test": 10.2, "pcontext_459_test": 16.7, "ade20k_150_test": 27.6, "pcontext_59_test": 54.1,
          "voc_20_test": 93.9},
         "MendelXu/SAN resources/san_vit_b_16.log, final evaluation (commit e19262d1)"),
     PublishedResult(
-        "SAN (L)", "ViT-L-14", "COCO-Stuff 171", "exclude",
+        "SAN (L)", "ViT-L-14-336", "COCO-Stuff 171", "exclude",
         {"ade20k_847_test": 13.0, "pcontext_459_test": 20.8, "ade20k_150_test": 31.9, "pcontext_59_test": 57.5,
          "voc_20_test": 95.2},
-        "MendelXu/SAN resources/san_vit_large_14.log, final evaluation (commit e19262d1)"),
+        "MendelXu/SAN resources/san_vit_large_14.log, final evaluation (commit e19262d1); CLIP ViT-L/14 at 336 px "
+        "(configs/san_clip_vit_large_res4_coco.yaml)"),
     PublishedResult(
         "FC-CLIP", "convnext_large_d_320", "COCO panoptic", "exclude",
         {"ade20k_847_test": 14.8, "pcontext_459_test": 18.2, "ade20k_150_test": 34.1, "pcontext_59_test": 58.4,
@@ -59,7 +60,7 @@ PUBLISHED: Tuple[PublishedResult, ...] = (
         "MAFT (L)", "ViT-L-14", "COCO-Stuff 171", "count_predicted",
         {"ade20k_847_test": 12.12, "pcontext_459_test": 15.68, "ade20k_150_test": 32.05, "pcontext_59_test": 58.01,
          "voc_20_test": 92.14},
-        "jiaosiyu1999/MAFT README (commit bb6e8fee)"),
+        "jiaosiyu1999/MAFT README (commit bb6e8fee); ViT-L/14 (its input resolution is not stated there)"),
     PublishedResult(
         "ov-seg (R-101c proposals)", "ViT-B-16", "COCO-Stuff 171", "count_predicted",
         {"ade20k_847_test": 7.1, "pcontext_459_test": 11.0, "ade20k_150_test": 24.8, "pcontext_59_test": 53.3,

@@ -23,8 +23,11 @@ COLUMNS = ("mIoU", "pAcc", "mIoU_seen", "mIoU_unseen", "hIoU")
 TITLES = {"mIoU": "mIoU", "pAcc": "pAcc", "mIoU_seen": "mIoU(S)", "mIoU_unseen": "mIoU(U)", "hIoU": "hIoU"}
 
 
-def check_datasets(names: Sequence[str]) -> None:
-    """Every name must be a registered dataset; the error lists the registered test sets."""
+def check_datasets(names: Sequence[str], load: bool = False) -> None:
+    """Every name must be a registered dataset (the error lists the registered test sets); with
+    ``load``, its records are listed too, so a set whose files are missing fails now
+    (:class:`~zsmask.data.catalog.DatasetNotFoundError`, naming the layout and the prepare script)
+    rather than after the sets before it were evaluated."""
     registered = set(DatasetCatalog.list())
     unknown = [n for n in names if n not in registered]
     if unknown:
@@ -34,6 +37,9 @@ def check_datasets(names: Sequence[str]) -> None:
                          "register_zero_shot_split)")
     if len(set(names)) != len(names):
         raise ValueError(f"a dataset is named twice in {list(names)}")
+    if load:
+        for name in names:
+            DatasetCatalog.get(name)
 
 
 def evaluate_suite(cfg, model, names: Sequence[str]) -> "OrderedDict[str, Dict[str, float]]":

@@ -125,8 +125,8 @@ def zero_shot_metrics(conf: np.ndarray, seen_ids: Sequence[int], unseen_ids: Seq
 
 class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
     """detectron2 ``DatasetEvaluator`` for a registered zero-shot variant (``*_test`` or
-    ``*_test_zs3``), an open-vocabulary set (no unseen classes: no mIoU(S) / mIoU(U) / hIoU)
-    or any sem-seg dataset with ``stuff_classes`` (treated as open-vocabulary).
+    ``*_test_zs3``), an open-vocabulary set (metadata ``open_vocabulary``: no mIoU(S) /
+    mIoU(U) / hIoU) or any sem-seg dataset with ``stuff_classes`` (all classes seen).
 
     ``process`` expects ``outputs[i]["sem_seg"]`` as ``(C, H, W)`` scores over the dataset's
     vocabulary at the ground truth's resolution; the ground truth is read from
@@ -156,8 +156,8 @@ class GeneralizedZeroShotSemSegEvaluator(DatasetEvaluator):
         self.unseen_ids = list(meta.get("unseen_classes", []))
         # ZS3: the vocabulary is the unseen classes only; seen metrics and hIoU do not exist.
         self.zs3 = len(self.seen_ids) == 0
-        # No unseen class (an open-vocabulary set): no split, so no split metrics either.
-        self.open_vocabulary = len(self.unseen_ids) == 0
+        # A set registered without a seen / unseen partition: no split metrics.
+        self.open_vocabulary = bool(meta.get("open_vocabulary", False))
         self._label_map = label_map_for_dataset(dataset_name)
         self._logger = logging.getLogger(__name__)
         self.reset()
