@@ -21,19 +21,15 @@ import numpy as np
 
 from zsmask.data.builtin_meta import PCONTEXT459_CLASSES
 from zsmask.data.prepare import (
+    PASCAL_CONTEXT_HELP,
+    PascalContextMat,
     RawDatasetError,
-    apply_lut,
-    convert_all,
-    read_id_list,
+    convert_pascal_context,
     read_pascal_context_labels,
     require_dir,
     run_reporting_errors,
 )
 
-HELP = (
-    "Extract VOC 2010 (VOCtrainval_03-May-2010.tar) under --root and PASCAL-Context's "
-    "trainval.tar.gz into VOCdevkit/VOC2010 (giving trainval/*.mat and labels.txt)."
-)
 IGNORE = 65535
 
 # 0..459 only: a larger id in a LabelMap is reported, not silently ignored
@@ -58,12 +54,6 @@ def check_labels_txt(names_to_ids: dict) -> None:
               f"({shown}{'; ...' if len(spelt) > 5 else ''}); ids are what the conversion uses")
 
 
-def convert_mat(path: str) -> np.ndarray:
-    from scipy.io import loadmat
-
-    return apply_lut(np.asarray(loadmat(path)["LabelMap"], dtype=np.int64), LUT, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"))
@@ -75,18 +65,11 @@ def main(argv=None) -> int:
     voc = os.path.join(args.root, "VOCdevkit", "VOC2010")
 
     def run():
-        require_dir(voc, "VOC 2010", HELP)
-        mat_dir = os.path.join(voc, "trainval")
-        require_dir(mat_dir, "PASCAL-Context trainval/ (.mat label maps)", HELP)
-        check_labels_txt(read_pascal_context_labels(os.path.join(voc, "labels.txt"), HELP))
-        split_dir = args.split_dir or os.path.join(voc, "ImageSets", "Main")
-        for split in args.splits:
-            ids = read_id_list(os.path.join(split_dir, f"{split}.txt"), f"{split} list", HELP)
-            have = [i for i in ids if os.path.exists(os.path.join(mat_dir, i + ".mat"))]
-            out_dir = os.path.join(voc, "annotations_ctx459", split)
-            jobs = [(os.path.join(mat_dir, i + ".mat"), os.path.join(out_dir, i + ".png")) for i in have]
-            n = convert_all(jobs, convert_mat, args.workers, desc=split)
-            print(f"{split}: {len(have)} labels in {out_dir} ({n} written now; {len(ids) - len(have)} ids without .mat skipped)")
+        require_dir(voc, "VOC 2010", PASCAL_CONTEXT_HELP)
+        require_dir(os.path.join(voc, "trainval"), "PASCAL-Context trainval/ (.mat label maps)", PASCAL_CONTEXT_HELP)
+        check_labels_txt(read_pascal_context_labels(os.path.join(voc, "labels.txt"), PASCAL_CONTEXT_HELP))
+        convert_pascal_context(voc, args.split_dir or os.path.join(voc, "ImageSets", "Main"), args.splits,
+                               "annotations_ctx459", PascalContextMat(LUT), args.workers)
 
     return run_reporting_errors(run)
 

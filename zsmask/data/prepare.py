@@ -18,8 +18,14 @@ TMP_MARK = ".tmp-"  # in the names of files being written
 
 __all__ = [
     "RawDatasetError", "read_id_list", "write_label_png", "apply_lut", "convert_all", "require_dir", "run_reporting_errors",
-    "read_pascal_context_labels", "remove_leftovers", "TMP_MARK",
+    "read_pascal_context_labels", "remove_leftovers", "TMP_MARK", "PASCAL_CONTEXT_HELP", "PascalContextMat",
+    "convert_pascal_context",
 ]
+
+PASCAL_CONTEXT_HELP = (
+    "Extract VOC 2010 (VOCtrainval_03-May-2010.tar) under --root and PASCAL-Context's "
+    "trainval.tar.gz into VOCdevkit/VOC2010 (giving trainval/*.mat and labels.txt)."
+)
 
 
 class RawDatasetError(FileNotFoundError):
@@ -50,6 +56,32 @@ def read_pascal_context_labels(path: str, help_text: str) -> dict:
             if m:
                 out[m.group(2)] = int(m.group(1))
     return out
+
+
+class PascalContextMat:
+    """``<id>.mat`` path -> its ``LabelMap`` (459-class ids) mapped through ``lut``."""
+
+    def __init__(self, lut: np.ndarray):
+        self.lut = lut
+
+    def __call__(self, path: str) -> np.ndarray:
+        from scipy.io import loadmat
+
+        return apply_lut(np.asarray(loadmat(path)["LabelMap"], dtype=np.int64), self.lut, path)
+
+
+def convert_pascal_context(voc: str, split_dir: str, splits: Sequence[str], out_name: str,
+                           convert: Callable[[str], np.ndarray], workers: int) -> None:
+    """Convert ``VOC2010/trainval/<id>.mat`` of every id of ``<split_dir>/<split>.txt`` into
+    ``VOC2010/<out_name>/<split>/<id>.png``; ids without a ``.mat`` are skipped and counted."""
+    mat_dir = os.path.join(voc, "trainval")
+    for split in splits:
+        ids = read_id_list(os.path.join(split_dir, f"{split}.txt"), f"{split} list", PASCAL_CONTEXT_HELP)
+        have = [i for i in ids if os.path.exists(os.path.join(mat_dir, i + ".mat"))]
+        out_dir = os.path.join(voc, out_name, split)
+        jobs = [(os.path.join(mat_dir, i + ".mat"), os.path.join(out_dir, i + ".png")) for i in have]
+        n = convert_all(jobs, convert, workers, desc=split)
+        print(f"{split}: {len(have)} labels in {out_dir} ({n} written now; {len(ids) - len(have)} ids without .mat skipped)")
 
 
 def apply_lut(raw: np.ndarray, lut: np.ndarray, source: str) -> np.ndarray:
