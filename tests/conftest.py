@@ -1,10 +1,47 @@
-"""Shared fixtures: real files on disk in pytest's tmp folders, real detectron2 catalogs."""
+"""Shared fixtures: real files on disk in pytest's tmp folders, real detectron2 catalogs.
+
+Under pytest-xdist (``make test`` runs ``-n auto``) every worker gets its share of the cores:
+torch's intra-op threads and, for the processes a test starts, ``OMP_NUM_THREADS`` /
+``MKL_NUM_THREADS``, unless the caller set them. Oversubscribed OpenMP threads (two workers of
+all cores each) run several times slower than one thread each.
+"""
 import os
 import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def _share_cores_between_workers():
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cores // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_share_cores_between_workers()
+
+
+# The longest cases first, so that a parallel run starts them at once and the other workers
+# share the rest (the default toy world's preparation alone is about a third of the suite).
+_LONGEST_FIRST = ("test_prepare_command_builds_the_default_world_and_a_region_competent_toy_clip",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest case first, then the slow-marked ones, then the rest in collection order."""
+    def rank(item):
+        if getattr(item, "originalname", item.name) in _LONGEST_FIRST:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: collection order within a rank
 
 
 @pytest.fixture(autouse=True, scope="session")
