@@ -103,8 +103,11 @@ def _train_net(world, *argv):
 
 
 def _results(output_dir):
+    """The evaluator's results file, without its convention entry (checked: the default)."""
     with open(os.path.join(output_dir, "inference", f"zero_shot_sem_seg_{SPLIT}_test.json")) as f:
-        return json.load(f)
+        results = json.load(f)
+    assert results.pop("absent_classes") == "exclude"
+    return results
 
 
 def _in_process_cfg(world, *opts):

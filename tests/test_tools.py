@@ -278,5 +278,10 @@ def test_analyze_reports_the_part_whose_trace_fails(bundle, analyze, capsys):
     assert code == 1
     assert "error: FLOP counting of" in printed and "post-processor EigensegmentFusion (zsmask/" in printed
     assert "MODEL.ZSMASK.POST_PROCESSORS '[]'" in printed
+    # the failed trace leaves no hook on the frozen CLIP that every later model of the process shares
+    from zsmask.modeling.clip.shared import live_frozen_clips
+
+    assert live_frozen_clips() and not any(m._forward_hooks or m._forward_pre_hooks
+                                           for clip in live_frozen_clips() for m in clip.modules())
     assert analyze["main"](["--config-file", str(config) + ".missing"]) == 1
     assert "error: cannot build the model" in capsys.readouterr().out

@@ -16,6 +16,7 @@ text classifier (CLIP's text encoder over the vocabulary) is computed once per v
 cached, so it is not part of the per-image count. Trailing ``KEY VALUE`` pairs override the config.
 """
 import argparse
+import contextlib
 import sys
 import traceback
 import warnings
@@ -124,6 +125,29 @@ def flop_analysis(model: nn.Module, image_size: Tuple[int, int], vocabulary: Opt
     return analysis
 
 
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+               "_forward_hooks_always_called")
+
+
+@contextlib.contextmanager
+def hooks_restored(model: nn.Module):
+    """Remove, on the way out, every forward hook added to ``model``'s modules inside the block.
+    fvcore's trace registers scope hooks on each module and leaves them there when the trace
+    fails; the frozen CLIP is shared by every model of the process, so a later trace of another
+    model (an export) would run them and break (``IndexError: unordered_map::at``)."""
+    before = {id(m): {d: set(getattr(m, d, {})) for d in _HOOK_DICTS} for m in model.modules()}
+    try:
+        yield
+    finally:
+        for m in model.modules():
+            kept = before.get(id(m), {})
+            for d in _HOOK_DICTS:
+                hooks = getattr(m, d, None)
+                if hooks is not None:
+                    for key in [k for k in hooks if k not in kept.get(d, ())]:
+                        del hooks[key]
+
+
 def failing_part(model: nn.Module, error: BaseException) -> str:
     """Where in ``model`` ``error`` was raised: the innermost submodule (or post-processor) on the
     traceback and the innermost zsmask source line."""
@@ -223,8 +247,9 @@ def main(argv=None) -> int:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             try:
-                analysis = flop_analysis(model, (height, width), args.vocabulary)
-                total = analysis.total()
+                with hooks_restored(model):
+                    analysis = flop_analysis(model, (height, width), args.vocabulary)
+                    total = analysis.total()
             except Exception as e:  # noqa: BLE001  (any failure of the trace is reported the same way)
                 part = failing_part(model, e)
                 _say(f"error: FLOP counting of {args.config_file} failed: running (tracing) the model on a "
