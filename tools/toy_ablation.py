@@ -114,20 +114,30 @@ def _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights
 NEUTRAL_ADDITIONS = {
     "MODEL.ALIGNZEG.PBC.NEGATIVES": "top_k",
     "MODEL.ALIGNZEG.PBC.NEGATIVE_MIN_UNANNOTATED": 0.5,
+    "TEST.ZERO_SHOT.ABSENT_CLASSES": "exclude",  # every toy class occurs in the test scenes: no effect
+    "TEST.SLIDING_WINDOW.ENABLED": False,
+    "TEST.SLIDING_WINDOW.SIZE": 384,
+    "TEST.SLIDING_WINDOW.STRIDE": 256,
 }
 
 
 def _without_neutral_additions(cfg):
-    """A copy of ``cfg`` without the :data:`NEUTRAL_ADDITIONS` keys that hold their neutral value."""
+    """A copy of ``cfg`` without the :data:`NEUTRAL_ADDITIONS` keys that hold their neutral value
+    (a config node left empty by that goes too: it did not exist before either)."""
     cfg = cfg.clone()
     cfg.defrost()
     for dotted, neutral in NEUTRAL_ADDITIONS.items():
         *parents, leaf = dotted.split(".")
-        node = cfg
+        path = [cfg]
         for name in parents:
-            node = node.get(name) if node is not None else None
+            path.append(path[-1].get(name) if path[-1] is not None else None)
+        node = path[-1]
         if node is not None and leaf in node and node[leaf] == neutral:
             del node[leaf]
+            for parent, name in zip(reversed(path[:-1]), reversed(parents)):
+                if parent[name]:
+                    break
+                del parent[name]
     return cfg
 
 
