@@ -15,6 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..utils import atomic_write_text
 from .published import PublishedResult, published_for
 
 __all__ = ["check_datasets", "evaluate_suite", "format_suite_table", "write_suite"]
@@ -107,8 +108,6 @@ def write_suite(results: Mapping[str, Mapping[str, float]], output_dir: str, cli
     }
     paths = {"json": os.path.join(output_dir, "open_vocabulary.json"),
              "md": os.path.join(output_dir, "open_vocabulary.md")}
-    for kind, text in (("json", json.dumps(payload, indent=1)), ("md", table)):
-        with open(paths[kind] + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(paths[kind] + ".tmp", paths[kind])
+    atomic_write_text(paths["json"], json.dumps(payload, indent=1))
+    atomic_write_text(paths["md"], table)
     return paths
