@@ -16,7 +16,6 @@ in ``classes.json``. Images that cannot be read are reported and skipped; the ot
 processed, and the exit status is 1 when any failed.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -63,15 +62,6 @@ def output_paths(inputs, output: str):
     return unique_output_paths(inputs, output)
 
 
-def save_label_map(prediction, path: str) -> None:
-    """Class indices as an 8-bit (or 16-bit, above 256 classes) PNG, and ``classes.json`` beside it."""
-    label = prediction.label_map.numpy()
-    dtype = np.uint8 if len(prediction.class_names) <= 256 else np.uint16
-    Image.fromarray(label.astype(dtype)).save(path)
-    with open(os.path.join(os.path.dirname(path) or ".", "classes.json"), "w", encoding="utf-8") as f:
-        json.dump({"class_names": list(prediction.class_names), "unseen": list(prediction.unseen)}, f, indent=1)
-
-
 def run_images(predictor: Predictor, args) -> int:
     paths, problems = find_images(args.input)
     for problem in problems:
@@ -98,7 +88,7 @@ def run_images(predictor: Predictor, args) -> int:
         Image.fromarray(draw_prediction(image, prediction.label_map.numpy(), prediction.class_names,
                                         prediction.unseen)).save(out)
         if args.save_labels:
-            save_label_map(prediction, os.path.splitext(out)[0] + "_labels.png")
+            prediction.save_label_map(os.path.splitext(out)[0] + "_labels.png")
         found = ", ".join(prediction.class_names[i] + (" [unseen]" if prediction.unseen[i] else "")
                           for i, _ in prediction.present_classes()[:5])
         tqdm.tqdm.write(f"{path} -> {out}: {found}", file=sys.stdout)

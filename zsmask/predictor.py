@@ -14,6 +14,7 @@ classifier is computed once per vocabulary (the CLIP module caches it) and reuse
 image. Images are resized as at test time (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) and
 predictions come back at the input's size.
 """
+import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -23,6 +24,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from .data.augmentations import build_sem_seg_augmentations
 from .data.image_io import array_to_rgb, pil_to_array, read_image
@@ -51,6 +53,21 @@ class Prediction:
     scores: torch.Tensor
     class_names: Tuple[str, ...]
     unseen: Tuple[bool, ...]
+
+    def save_label_map(self, path: str, classes_path: Optional[str] = None) -> None:
+        """Write ``label_map`` as a PNG of class indices (8-bit, or 16-bit above 256 classes) with
+        the class names in its ``zsmask:class_names`` text chunk, and the names and unseen flags
+        to ``classes_path`` as JSON (default: ``classes.json`` beside ``path``)."""
+        label = self.label_map.numpy()
+        dtype = np.uint8 if len(self.class_names) <= 256 else np.uint16
+        info = PngInfo()
+        info.add_itxt("zsmask:class_names", json.dumps(list(self.class_names), ensure_ascii=False))
+        Image.fromarray(label.astype(dtype)).save(path, format="PNG", pnginfo=info)
+        if classes_path is None:
+            classes_path = os.path.join(os.path.dirname(path) or ".", "classes.json")
+        with open(classes_path, "w", encoding="utf-8") as f:
+            json.dump({"class_names": list(self.class_names), "unseen": list(self.unseen)}, f, indent=1,
+                      ensure_ascii=False)
 
     def present_classes(self) -> List[Tuple[int, float]]:
         """``[(class index, fraction of pixels)]`` of the classes in the label map, largest first."""

@@ -13,7 +13,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["UNSEEN_MARK", "draw_label_map", "draw_legend", "draw_prediction", "marked_metadata",
+__all__ = ["UNSEEN_MARK", "draw_label_map", "draw_legend", "draw_overlay", "draw_prediction", "marked_metadata",
            "prediction_panel", "titled", "vocabulary_colors"]
 
 UNSEEN_MARK = " [unseen]"
@@ -28,13 +28,13 @@ def marked_metadata(dataset_name: str) -> Metadata:
 
 
 def draw_label_map(image: np.ndarray, label: np.ndarray, metadata: Metadata, ignore_label: int = 255,
-                   scale: float = 1.0) -> np.ndarray:
+                   scale: float = 1.0, alpha: float = 0.5) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB with ``label`` (``(H, W)`` vocabulary indices) drawn over it;
     ``ignore_label`` pixels are left undrawn. ``scale`` enlarges the canvas (text stays legible
-    on small images)."""
+    on small images); ``alpha`` is the colours' opacity."""
     label = np.where(label == ignore_label, len(metadata.stuff_classes), label)  # never drawn
     visualizer = Visualizer(image, metadata=metadata, scale=scale)
-    return visualizer.draw_sem_seg(label, alpha=0.5).get_image()
+    return visualizer.draw_sem_seg(label, alpha=alpha).get_image()
 
 
 def titled(panel: np.ndarray, title: str) -> np.ndarray:
@@ -112,24 +112,20 @@ def draw_legend(entries: Sequence[Tuple[str, Tuple[int, int, int], float, bool]]
     return panel
 
 
-def draw_prediction(image: np.ndarray, label_map: np.ndarray, class_names: Sequence[str], unseen: Sequence[bool],
-                    scale: Optional[float] = None, alpha: float = 0.5) -> np.ndarray:
-    """``[image | overlay | legend]`` as uint8 RGB for an ``(H, W, 3)`` uint8 RGB ``image`` and
-    its ``(H, W)`` ``label_map`` of indices into ``class_names``.
-
-    The overlay is detectron2's semantic-segmentation drawing (class colours from
-    :func:`vocabulary_colors`, names written on the regions); regions of unseen classes are also
-    outlined in white, and the legend lists the classes present, largest first, unseen ones
-    marked. ``scale`` enlarges the canvas (default: small images to a short side of 384 px).
-    """
+def draw_overlay(image: np.ndarray, label_map: np.ndarray, class_names: Sequence[str], unseen: Sequence[bool],
+                 scale: Optional[float] = None, alpha: float = 0.5) -> np.ndarray:
+    """``(H * scale, W * scale, 3)`` uint8 RGB: detectron2's semantic-segmentation drawing of
+    ``label_map`` (``(H, W)`` indices into ``class_names``) over ``image`` (``(H, W, 3)`` uint8
+    RGB), class colours from :func:`vocabulary_colors` and names written on the regions; unseen
+    classes are named with "[unseen]" and outlined in white. ``scale`` enlarges the canvas
+    (default: small images to a short side of 384 px)."""
     label_map = np.asarray(label_map)
     if label_map.shape != image.shape[:2]:
         raise ValueError(f"label map {label_map.shape} and image {image.shape[:2]} differ in size")
     scale = _auto_scale(*image.shape[:2]) if scale is None else scale
-    colours = vocabulary_colors(class_names)
     names = [n + (UNSEEN_MARK if u else "") for n, u in zip(class_names, unseen)]
-    overlay = draw_label_map(image, label_map, Metadata(stuff_classes=names, stuff_colors=colours),
-                             ignore_label=-1, scale=scale)
+    overlay = draw_label_map(image, label_map, Metadata(stuff_classes=names, stuff_colors=vocabulary_colors(class_names)),
+                             ignore_label=-1, scale=scale, alpha=alpha)
     out_h, out_w = overlay.shape[:2]
     for index in np.unique(label_map):
         if unseen[int(index)]:
@@ -137,6 +133,22 @@ def draw_prediction(image: np.ndarray, label_map: np.ndarray, class_names: Seque
                                 interpolation=cv2.INTER_NEAREST)
             contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(overlay, contours, -1, UNSEEN_OUTLINE_COLOR, max(1, int(round(scale))), cv2.LINE_AA)
+    return overlay
+
+
+def draw_prediction(image: np.ndarray, label_map: np.ndarray, class_names: Sequence[str], unseen: Sequence[bool],
+                    scale: Optional[float] = None, alpha: float = 0.5) -> np.ndarray:
+    """``[image | overlay | legend]`` as uint8 RGB for an ``(H, W, 3)`` uint8 RGB ``image`` and
+    its ``(H, W)`` ``label_map`` of indices into ``class_names``: the overlay of
+    :func:`draw_overlay` (unseen classes named "[unseen]" and outlined in white) and a legend of
+    the classes present, largest first, unseen ones marked. ``scale`` enlarges the canvas
+    (default: small images to a short side of 384 px).
+    """
+    label_map = np.asarray(label_map)
+    scale = _auto_scale(*image.shape[:2]) if scale is None else scale
+    overlay = draw_overlay(image, label_map, class_names, unseen, scale, alpha)
+    out_h, out_w = overlay.shape[:2]
+    colours = vocabulary_colors(class_names)
     counts = np.bincount(label_map.ravel(), minlength=len(class_names))
     order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
     entries = [(class_names[i], colours[i], counts[i] / label_map.size, bool(unseen[i])) for i in order]
