@@ -11,14 +11,15 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).resolve().parent
 
 
-TEST_REQUIREMENTS = ("pytest", "pytest-xdist")
+TEST_REQUIREMENTS = ("pytest", "pytest-xdist", "playwright")
+DEMO_REQUIREMENTS = ("gradio>=6,<7",)  # the web demo only: a library install does without it
 
 
 def read_requirements():
     reqs = []
     for line in (HERE / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line and line not in TEST_REQUIREMENTS:
+        if line and line not in TEST_REQUIREMENTS + DEMO_REQUIREMENTS:
             reqs.append(line)
     return reqs
 
@@ -37,5 +38,5 @@ setup(
                   "zsmask.data": ["class_lists/*.tsv"]},
     # torch / torchvision / detectron2 are installed by scripts/install.sh (see README).
     install_requires=read_requirements(),
-    extras_require={"test": list(TEST_REQUIREMENTS)},
+    extras_require={"test": list(TEST_REQUIREMENTS), "demo": list(DEMO_REQUIREMENTS)},
 )

@@ -46,7 +46,7 @@ from zsmask.utils import Progress
 from zsmask.visualization import prediction_panel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The best toy model whose fresh `make quickstart` fits 15 minutes on 2 cores (README, quick start).
+# The best toy model whose fresh `make quickstart` fits 15 minutes on 2 cores (docs/quickstart.md).
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "toy", "alignzeg.yaml")
 SMOKE_WORLD = SMOKE_TOY_WORLD
 SMOKE_CLIP = ToyClipRecipe(steps=30, batch_size=64, pool_size=960, eval_crops_per_class=4, scene_pool=64,
@@ -128,6 +128,8 @@ def main(argv=None) -> int:
     cfg = build_config(args.config_file, opts)
     cfg.freeze()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w", encoding="utf-8") as f:
+        f.write(cfg.dump())  # the model's config beside its weights (demo/app.py, Predictor)
     train_set = cfg.DATASETS.TRAIN[0]
     _say(f"[2/3] training {os.path.relpath(args.config_file, ROOT)} on {train_set} "
          f"(seen classes only: {len(MetadataCatalog.get(train_set).stuff_classes)}) for {cfg.SOLVER.MAX_ITER} "
