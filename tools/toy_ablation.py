@@ -6,7 +6,7 @@
         [--name NAME]
         [--results-dir results/toy_ablation]
 
-The defaults are the toy protocol (README, "Protocol and its resolution"): seeds 0-4, 600
+The defaults are the toy protocol (docs/toy_world.md, "Protocol and its resolution"): seeds 0-4, 600
 iterations. Each (config, seed) trains from scratch on ``toy_world_train`` (seen labels only) for the same
 number of iterations and batch size, then is evaluated on ``toy_world_test`` (GZS3). The table
 reports mean +- standard deviation over seeds of mIoU(S), mIoU(U), hIoU and training time;
@@ -14,7 +14,7 @@ with ``--baseline NAME`` also, per row, the **paired** mean difference to that r
 seeds with its 95% t-interval (:func:`zsmask.evaluation.paired_difference`), and a second table
 holds the per-class IoU of the unseen classes, a third the evaluation diagnostics (where unseen
 pixels go, boundary F-score, class-indicator AUROC; :mod:`zsmask.evaluation.diagnostics`). Raw numbers and the tables go to
-``<results-dir>/<name>.json`` and ``<name>.md`` (committed where they back a README table).
+``<results-dir>/<name>.json`` and ``<name>.md`` (committed where they back a table in docs/).
 
 Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir`` and a
 copy in the run store ``<results-dir>/runs/<row>/seed<k>.json`` (with its per-image confusion

@@ -255,7 +255,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     # Eq. 3's focal classification and dice terms are weighted by MODEL.MASK_FORMER.CLASS_WEIGHT
     # and DICE_WEIGHT (the paper keeps Mask2Former's 2 and 5), Mask2Former's sigmoid BCE by
     # MASK_WEIGHT; the soft-IoU term (loss and matching cost) by this. IoU + dice alone
-    # (MASK_WEIGHT 0) lets masks collapse to all-on early in training (see the README).
+    # (MASK_WEIGHT 0) lets masks collapse to all-on early in training (docs/methods/split_matching.md).
     cfg.MODEL.SPLIT_MATCHING.IOU_WEIGHT = 5.0
     # Weight of L_cos = 1 - cos(V'_u, C_u) over matched candidate queries.
     cfg.MODEL.SPLIT_MATCHING.COSINE_WEIGHT = 1.0
@@ -489,7 +489,7 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.TEST.ZERO_SHOT.BOOTSTRAP = 0
     # Which classes enter mIoU and the other means: "exclude" (those present in the ground
     # truth; detectron2's SemSegEvaluator on its main branch) or "count_predicted" (also those
-    # absent from the ground truth but predicted, with IoU 0; detectron2 v0.6). README, Evaluation.
+    # absent from the ground truth but predicted, with IoU 0; detectron2 v0.6); docs/evaluation.md.
     cfg.TEST.ZERO_SHOT.ABSENT_CLASSES = "exclude"
     # Sliding-window inference (zsmask.engine.sliding_window): SIZE x SIZE windows of the
     # test-time resized image, STRIDE apart, their class scores averaged where they overlap

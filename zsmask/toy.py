@@ -20,7 +20,7 @@ from .modeling.clip.toy_clip import (
 
 __all__ = ["prepare_toy_world", "format_toy_clip_report", "format_region_report", "toy_clip_region_report"]
 
-# Where real CLIP stands (see the README's toy-world section): the mean cosine of matched
+# Where real CLIP stands (docs/toy_world.md): the mean cosine of matched
 # image-text pairs of CLIP ViT-B/16 is about 0.3 (the modality gap).
 REAL_CLIP_MATCHED_COSINE = 0.3
 _VIEW_TITLES = {
