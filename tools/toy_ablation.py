@@ -118,6 +118,7 @@ NEUTRAL_ADDITIONS = {
     "TEST.SLIDING_WINDOW.ENABLED": False,
     "TEST.SLIDING_WINDOW.SIZE": 384,
     "TEST.SLIDING_WINDOW.STRIDE": 256,
+    "DATALOADER.MAX_BAD_SAMPLES": 10,  # the toy world has no unreadable file
 }
 
 

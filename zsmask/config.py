@@ -23,6 +23,10 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Pad training images / labels so height and width are multiples of this (-1: no padding).
     cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Training skips a sample whose image or label cannot be read (logged once, listed in
+    # OUTPUT_DIR/bad_samples.txt, replaced by another sample) and stops above this many distinct
+    # files. Evaluation never skips: a bad test file stops it with the path.
+    cfg.DATALOADER.MAX_BAD_SAMPLES = 10
 
     # ---------------------------------------------------------------- solver
     # Optimizer: "ADAMW" (papers' choice) or "SGD".

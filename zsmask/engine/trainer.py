@@ -6,7 +6,8 @@ import os
 import weakref
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (DatasetFromList, MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+                             get_detection_dataset_dicts)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
@@ -14,6 +15,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ZeroShotSemSegDatasetMapper
+from ..data.bad_samples import BadSampleLog, SkipBadSamples
 from ..data.catalog import EVALUATOR_TYPE
 from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
@@ -59,6 +61,11 @@ def build_train_loop(model, data_loader, optimizer, amp: bool) -> SimpleTrainer:
     return (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
 
 
+def bad_sample_log(cfg) -> BadSampleLog:
+    """The run's record of training samples that could not be read (``OUTPUT_DIR/bad_samples.txt``)."""
+    return BadSampleLog(os.path.join(cfg.OUTPUT_DIR, "bad_samples.txt"), cfg.DATALOADER.MAX_BAD_SAMPLES)
+
+
 def _mapper(cfg, is_train: bool) -> ZeroShotSemSegDatasetMapper:
     if cfg.INPUT.DATASET_MAPPER_NAME != "zero_shot_semantic":
         raise ValueError(
@@ -92,11 +99,24 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def resume_or_load(self, resume=True):
+        """detectron2's; a run that starts over also forgets the bad samples of an earlier run
+        in the same ``OUTPUT_DIR``."""
+        if not (resume and self.checkpointer.has_checkpoint()):
+            if comm.is_main_process():
+                bad_sample_log(self.cfg).reset()
+            comm.synchronize()
+        super().resume_or_load(resume)
+
     def train(self):
         """Run training; return the last evaluation's results (``{dataset: {"sem_seg": {...}}}``,
         from ``TEST.EVAL_PERIOD`` or the final evaluation) or None if nothing was evaluated.
         (detectron2 returns them only when ``TEST.EXPECTED_RESULTS`` is set.)"""
         super().train()
+        skipped = bad_sample_log(self.cfg).entries()
+        if skipped and comm.is_main_process():
+            logger.warning(f"{len(skipped)} training sample(s) could not be read and were skipped (listed in "
+                           f"{bad_sample_log(self.cfg).path}): {', '.join(skipped)}")
         results = getattr(self, "_last_eval_results", None)
         if results and len(self.cfg.DATASETS.TEST) == 1 and self.cfg.DATASETS.TEST[0] not in results:
             results = {self.cfg.DATASETS.TEST[0]: results}  # detectron2 unwraps a single dataset
@@ -124,7 +144,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=_mapper(cfg, True))
+        """detectron2's training loader on zsmask's mapper; a sample that cannot be read is
+        skipped and recorded (:class:`~zsmask.data.bad_samples.SkipBadSamples`)."""
+        dataset = DatasetFromList(get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS), copy=False)
+        mapper = SkipBadSamples(_mapper(cfg, True), bad_sample_log(cfg), dataset)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
