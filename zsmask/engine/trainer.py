@@ -3,12 +3,13 @@ CPU (gloo), AMP only where it exists (CUDA), and slim checkpoints written atomic
 import inspect
 import logging
 import os
+import random
 import weakref
 
+import numpy as np
 import torch
-from detectron2.data import (DatasetFromList, MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
-                             get_detection_dataset_dicts)
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.data import DatasetFromList, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -16,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ZeroShotSemSegDatasetMapper
 from ..data.bad_samples import BadSampleLog, SkipBadSamples
+from ..data.resumable_loader import PositionStream, ResumableTrainLoader, shared_seed
 from ..data.catalog import EVALUATOR_TYPE
 from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
@@ -59,6 +61,54 @@ def build_train_loop(model, data_loader, optimizer, amp: bool) -> SimpleTrainer:
         logger.warning("SOLVER.AMP.ENABLED is set but the model is not on a GPU: training in fp32 without AMP")
         amp = False
     return (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
+
+
+METRIC_WINDOW = 20  # detectron2's writers smooth over the last 20 values
+
+
+def random_states() -> dict:
+    """This process's Python, NumPy, torch CPU and CUDA generator states (what
+    :func:`set_random_states` puts back)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+              "torch": torch.get_rng_state()}  # plain types and tensors: checkpoints load with weights_only
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def process_resume_state(trainer) -> dict:
+    """What this process needs to continue exactly: its data-stream state and random states."""
+    return {"rank": comm.get_rank(), "data": trainer.data_loader.state_dict(), "random": random_states()}
+
+
+class ExactResumeHook(HookBase):
+    """Before each checkpoint: gathers every process's :func:`process_resume_state` into the
+    trainer (the checkpointer runs on the main process only); after a resume: puts the saved
+    metric windows back, so the logged (smoothed) losses are those of the run never stopped."""
+
+    def before_train(self):
+        windows, smoothing = getattr(self.trainer, "_metric_windows", ({}, {}))
+        for name, values in windows.items():
+            for value, iteration in values:
+                self.trainer.storage._history[name].update(value, iteration)
+            if name in smoothing:
+                self.trainer.storage._smoothing_hints[name] = smoothing[name]
+
+    def after_step(self):
+        period = self.trainer.cfg.SOLVER.CHECKPOINT_PERIOD
+        next_iter = self.trainer.iter + 1
+        if (period > 0 and next_iter % period == 0) or next_iter >= self.trainer.max_iter:
+            self.trainer._resume_states = (self.trainer.iter, comm.all_gather(process_resume_state(self.trainer)))
 
 
 def bad_sample_log(cfg) -> BadSampleLog:
@@ -122,11 +172,27 @@ class Trainer(DefaultTrainer):
             results = {self.cfg.DATASETS.TEST[0]: results}  # detectron2 unwraps a single dataset
         return results
 
+    def build_hooks(self):
+        """detectron2's hooks, with :class:`ExactResumeHook` first (it captures each process's
+        data-stream position and random states before the checkpointer saves them)."""
+        return [ExactResumeHook()] + super().build_hooks()
+
     def state_dict(self):
-        """Iteration and hook states (LR scheduler) as detectron2's, plus the inner loop's
-        state (optimizer, AMP grad scaler) so that ``--resume`` restores the optimizer too."""
+        """Iteration and hook states (LR scheduler) as detectron2's, plus what ``--resume`` needs
+        to continue exactly: the inner loop's state (optimizer, AMP grad scaler), every
+        process's data-stream position and random generators, and the recent values of the
+        logged metrics (their smoothing windows)."""
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()
+        captured = getattr(self, "_resume_states", None)
+        if captured is None or captured[0] != self.iter:  # a save outside the checkpoint period
+            captured = (self.iter, [process_resume_state(self)])
+        ret["resume_states"] = captured[1]
+        storage = getattr(self, "storage", None)
+        if storage is not None:
+            ret["metric_windows"] = {name: list(history.values()[-METRIC_WINDOW:])
+                                     for name, history in storage.histories().items()}
+            ret["metric_smoothing"] = dict(storage.smoothing_hints())
         return ret
 
     def load_state_dict(self, state_dict):
@@ -135,21 +201,57 @@ class Trainer(DefaultTrainer):
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:
             logger.warning("The checkpoint has no optimizer state; resuming with a fresh optimizer")
+        states = state_dict.get("resume_states")
+        world, rank = comm.get_world_size(), comm.get_rank()
+        if not states:
+            logger.warning("The checkpoint has no data-stream state (an older zsmask): the data stream starts over, "
+                           "so the resumed run is not the run that was never stopped")
+            return
+        if len(states) != world:
+            logger.warning(f"The checkpoint was saved by {len(states)} training processes and {world} resume it: "
+                           "each continues from the saved stream position, but the run is not exactly the "
+                           "one that was never stopped")
+            state = dict(states[0], data=dict(states[0]["data"], pending=[[], []]))
+        else:
+            state = states[rank]
+        self.data_loader.load_state_dict(state["data"])
+        self._trainer._data_loader_iter = iter(self.data_loader)  # starts at the loaded position
+        set_random_states(state["random"])
+        self._metric_windows = (state_dict.get("metric_windows") or {}, state_dict.get("metric_smoothing") or {})
+
+    @property
+    def data_loader(self):
+        return self._trainer.data_loader
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """detectron2's evaluation of every ``DATASETS.TEST`` set, each with its own vocabulary;
-        the model runs on sliding windows when ``TEST.SLIDING_WINDOW.ENABLED``."""
-        return super().test(cfg, maybe_sliding_window(cfg, model), evaluators)
+        the model runs on sliding windows when ``TEST.SLIDING_WINDOW.ENABLED``. The random
+        generators are left as they were, so a periodic evaluation does not change training."""
+        states = random_states()
+        try:
+            return super().test(cfg, maybe_sliding_window(cfg, model), evaluators)
+        finally:
+            set_random_states(states)
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's training loader on zsmask's mapper; a sample that cannot be read is
-        skipped and recorded (:class:`~zsmask.data.bad_samples.SkipBadSamples`)."""
+        """The training stream on zsmask's mapper, resumable to the sample
+        (:class:`~zsmask.data.resumable_loader.ResumableTrainLoader`); a sample that cannot be
+        read is skipped and recorded (:class:`~zsmask.data.bad_samples.SkipBadSamples`)."""
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            raise ValueError(f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported: zsmask's "
+                             "resumable training stream shuffles every epoch like detectron2's TrainingSampler")
+        world = comm.get_world_size()
+        if cfg.SOLVER.IMS_PER_BATCH % world:
+            raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
+                             f"{world} training processes")
         dataset = DatasetFromList(get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS), copy=False)
         mapper = SkipBadSamples(_mapper(cfg, True), bad_sample_log(cfg), dataset)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+        stream = PositionStream(dataset, mapper, shared_seed(cfg.SEED), rank=comm.get_rank(), world_size=world)
+        return ResumableTrainLoader(stream, cfg.SOLVER.IMS_PER_BATCH // world, cfg.DATALOADER.NUM_WORKERS,
+                                    cfg.DATALOADER.ASPECT_RATIO_GROUPING)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
