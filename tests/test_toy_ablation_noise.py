@@ -89,7 +89,8 @@ def test_run_key_ignores_a_newly_added_key_only_at_its_neutral_value():
     del before.TEST["SLIDING_WINDOW"]  # a whole node added later: gone from the hash when all of it is neutral
     assert legacy_run_key(cfg) == hashlib.sha256(before.dump().encode()).hexdigest()[:16]
     before.OUTPUT_DIR = ""
-    assert run_key(cfg) == hashlib.sha256(before.dump().encode()).hexdigest()[:16]
+    assert run_key(cfg, pipeline=1) == hashlib.sha256(before.dump().encode()).hexdigest()[:16]
+    assert run_key(cfg) != run_key(cfg, pipeline=1)  # another training pipeline is another run
     assert run_key(cfg, "trained") != run_key(cfg)
     # any other value is a different run
     changed = build_config(os.path.join(ROOT, "configs", "toy", "alignzeg.yaml"),

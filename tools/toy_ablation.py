@@ -142,17 +142,25 @@ def _without_neutral_additions(cfg):
     return cfg
 
 
-def run_key(cfg, trained_key: str = "") -> str:
+# The training pipeline a result also depends on, beyond the config: 1 = detectron2's
+# TrainingSampler stream, which trained every run stored before zsmask's positional stream
+# (zsmask/data/resumable_loader.py); 2 = that stream (other samples, other augmentations).
+# Results of another pipeline are never read back for this one.
+TRAINING_PIPELINE = 2
+
+
+def run_key(cfg, trained_key: str = "", pipeline: int = TRAINING_PIPELINE) -> str:
     """Hash of everything a run's result depends on: its full merged config ``cfg`` (so edits of
-    a base config count; keys in :data:`NEUTRAL_ADDITIONS` at their neutral value left out) and,
-    for an evaluation-only run, the key of the run that trained its weights. Where a run writes
-    (``OUTPUT_DIR``) is left out, so a row can be renamed; so are an evaluation's ``MODEL.WEIGHTS``,
-    which ``trained_key`` stands for."""
+    a base config count; keys in :data:`NEUTRAL_ADDITIONS` at their neutral value left out), the
+    training ``pipeline`` and, for an evaluation-only run, the key of the run that trained its
+    weights. Where a run writes (``OUTPUT_DIR``) is left out, so a row can be renamed; so are an
+    evaluation's ``MODEL.WEIGHTS``, which ``trained_key`` stands for."""
     cfg = _without_neutral_additions(cfg)
     cfg.OUTPUT_DIR = ""
     if trained_key:
         cfg.MODEL.WEIGHTS = ""
-    return legacy_run_key(cfg, trained_key)
+    key = legacy_run_key(cfg, trained_key)
+    return key if pipeline == 1 else hashlib.sha256(f"{key}:pipeline{pipeline}".encode()).hexdigest()[:16]
 
 
 def legacy_run_key(cfg, trained_key: str = "") -> str:
@@ -256,7 +264,8 @@ def _planned(config_file, seed, max_iter, output_dir, device, opts, eval_weights
     evaluation's made with the trained run's legacy key ``trained_legacy``)."""
     command, overrides = _command(config_file, seed, max_iter, output_dir, device, opts, eval_weights)
     cfg = build_config(config_file, overrides)
-    return command, cfg, run_key(cfg, trained_key), legacy_run_key(cfg, trained_legacy or trained_key)
+    legacy = legacy_run_key(cfg, trained_legacy or trained_key) if TRAINING_PIPELINE == 1 else ""
+    return command, cfg, run_key(cfg, trained_key), legacy
 
 
 def per_image_path(output_dir: str, cfg) -> str:
