@@ -215,6 +215,39 @@ def test_atomic_checkpointer_keeps_previous_checkpoint_when_save_fails(tmp_path)
     assert _leftover_temp_files(tmp_path) == []
 
 
+def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_where_and_how_much_is_free(tmp_path,
+                                                                                               monkeypatch):
+    import errno
+
+    import zsmask.engine.checkpoint as checkpoint_module
+    from zsmask.engine import CheckpointWriteError
+
+    model = torch.nn.Linear(3, 2)
+    ckpt = SlimCheckpointer(model, save_dir=str(tmp_path))
+    ckpt.save("model_0000009")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):  # half the file written, then ENOSPC, as a full disk does
+        f.write(b"PK\x03\x04" + b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(CheckpointWriteError) as caught:
+        ckpt.save("model_0000019")
+    message = str(caught.value)
+    assert "No space left on device" in message and str(tmp_path) in message and "GiB free there" in message
+    assert "last_checkpoint still names model_0000009.pth, which is intact" in message and "--resume" in message
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]  # no partial file left
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000009.pth"
+    fresh = torch.nn.Linear(3, 2)
+    SlimCheckpointer(fresh, save_dir=str(tmp_path)).resume_or_load("", resume=True)  # the last good one loads
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+
+
 def test_checkpoints_of_an_older_layout_load_through_the_checkpointer(tmp_path):
     """detectron2 drops shape-mismatched entries before load_state_dict's hooks run: the
     one-vector "no object" embedding of older checkpoints must be converted before that."""

@@ -19,6 +19,7 @@ ImageNet backbone in ``MODEL.WEIGHTS``) load as in detectron2.
 """
 import logging
 import os
+import shutil
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 from ..modeling.clip.shared import clip_reference, describe_reference, live_frozen_clips
 from ..utils import atomic_write
 
-__all__ = ["ClipReferenceError", "SlimCheckpointer", "carries_clip", "frozen_clip_entries", "full_checkpoint",
+__all__ = ["CheckpointWriteError", "ClipReferenceError", "SlimCheckpointer", "carries_clip", "frozen_clip_entries", "full_checkpoint",
            "read_clip_from_weights", "slim_state_dict", "upgrade_checkpoint_state"]
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ def _strip_module_prefix(state: dict) -> None:
             state[key[len("module."):]] = state.pop(key)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message names the folder and its free space."""
+
+
 class SlimCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` that saves without the frozen CLIP and checks its reference
     on load (see the module docstring). ``<name>.pth`` and ``last_checkpoint`` are replaced
@@ -147,17 +152,34 @@ class SlimCheckpointer(DetectionCheckpointer):
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
         if self._is_local():
-            atomic_write(save_file, lambda f: torch.save(data, f), "wb")
+            try:
+                atomic_write(save_file, lambda f: torch.save(data, f), "wb")
+            except OSError as e:  # a full disk, a quota, a folder gone: the previous checkpoint stays
+                raise CheckpointWriteError(self._write_failure(save_file, e)) from e
         else:
             with self.path_manager.open(save_file, "wb") as f:
                 torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
+    def _write_failure(self, save_file: str, error: OSError) -> str:
+        try:
+            free = f"{shutil.disk_usage(self.save_dir).free / 2 ** 30:.2f} GiB free there"
+        except OSError:
+            free = "its free space could not be read"
+        last = os.path.join(self.save_dir, "last_checkpoint")
+        kept = (f"last_checkpoint still names {open(last).read().strip()}, which is intact" if os.path.isfile(last)
+                else "no earlier checkpoint exists")
+        return (f"cannot write checkpoint {save_file} ({error}); {kept}. The folder {self.save_dir} has {free}: "
+                "free space there (or set OUTPUT_DIR elsewhere), then continue with --resume")
+
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local():
             return super().tag_last_checkpoint(last_filename_basename)
         path = os.path.join(self.save_dir, "last_checkpoint")
-        atomic_write(path, lambda f: f.write(last_filename_basename), "w")
+        try:
+            atomic_write(path, lambda f: f.write(last_filename_basename), "w")
+        except OSError as e:
+            raise CheckpointWriteError(self._write_failure(path, e)) from e
 
     def _load_file(self, filename: str):
         self._loading = filename
