@@ -13,6 +13,7 @@ mapper, evaluator, optimizer and LR schedule are zsmask's; the model is built fr
 atomically and hold what trains, not the frozen CLIP (:mod:`zsmask.engine.checkpoint`).
 """
 import logging
+from datetime import timedelta
 
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
@@ -21,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 import zsmask.data  # noqa: F401  (registers the built-in zero-shot splits)
 import zsmask.modeling  # noqa: F401  (registers zsmask's meta-architecture and parts)
 from zsmask.engine import SlimCheckpointer, Trainer, build_config, launch
+from zsmask.engine.launch import DEFAULT_TIMEOUT
 
 
 def build_cfg(args):
@@ -52,7 +54,13 @@ def main(args):
 
 def cli(argv=None):
     """Parse ``argv`` (default ``sys.argv``) and launch :func:`main` on every process."""
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser()
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT.total_seconds() / 60, metavar="MINUTES",
+                        help="how long a training process waits for the others in a collective before it gives "
+                             "up with an error (default %(default)g; a dead process is noticed at once on one machine)")
+    args = parser.parse_args(argv)
+    if args.dist_timeout <= 0:
+        parser.error("--dist-timeout must be positive")
     logging.getLogger("zsmask").info("Command Line Args: %s", args)
     device = build_cfg(args).MODEL.DEVICE  # CPU -> gloo processes, GPU -> detectron2's launch
     return launch(
@@ -62,6 +70,7 @@ def cli(argv=None):
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        timeout=timedelta(minutes=args.dist_timeout),
         device=device,
     )
 

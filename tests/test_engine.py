@@ -170,6 +170,52 @@ def test_two_cpu_processes_train_and_evaluate_like_one(world):
         assert (two[key] is None) if math.isnan(value) else two[key] == pytest.approx(value), key
 
 
+def _spawned_children(parent_pid: int):
+    """pids of the training processes torch spawned under ``parent_pid``, oldest (rank 0) first."""
+    children = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if ppid == parent_pid and b"spawn_main" in cmdline:
+            children.append(int(name))
+    return sorted(children)
+
+
+@pytest.mark.slow
+def test_a_training_process_that_dies_ends_the_run_with_a_message(world, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "ddp_killed"
+    cmd = [sys.executable, world["runner"], "--config-file", world["config"], "--dist-url", "auto", "--num-gpus", "2",
+           "--dist-timeout", "1", "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "100000", "OUTPUT_DIR", str(out)]
+    log_path = tmp_path / "killed.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=str(world["root"]), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while "Starting training from iteration 0" not in log_path.read_text() and time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    children = _spawned_children(proc.pid)
+    assert len(children) == 2, children
+    os.kill(children[1], signal.SIGKILL)
+    killed_at = time.monotonic()
+    proc.wait(timeout=120)  # well within the timeout: the parent notices at once
+    output = log_path.read_text()
+    assert proc.returncode != 0
+    assert "training process 1 of 2 (rank 1 on this machine) was killed by signal SIGKILL" in output, output[-3000:]
+    assert "continue with --resume" in output and time.monotonic() - killed_at < 60
+    assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                   for pid in children)  # no training process left behind
+
+
 def test_amp_on_cpu_trains_fp32_with_warning(world, tmp_path, caplog):
     cfg = _in_process_cfg(world, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path),
                           "DATASETS.TEST", "()")

@@ -80,6 +80,24 @@ def test_the_stream_continues_from_its_state_exactly(workers):
     assert rest == batches[cut:]
 
 
+def _dies_on_record_5(record):
+    if record["file_name"] == "5.jpg":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    return _mapper(record)
+
+
+def test_a_worker_that_dies_is_reported_with_the_sample_it_was_on():
+    from zsmask.data.resumable_loader import DataLoaderWorkerDied
+
+    loader = ResumableTrainLoader(PositionStream(_records(), _dies_on_record_5, seed=5), batch_size=2, num_workers=2)
+    with pytest.raises(DataLoaderWorkerDied) as caught:
+        for _ in loader:
+            pass
+    message = str(caught.value)
+    assert "a data-loader worker died" in message and ", 5.jpg" in message and "--resume" in message
+    assert message.count("worker pid") == 1  # only the dead one
+
+
 def _metrics(path):
     """The last logged row per iteration of a metrics.json (a resumed run appends)."""
     rows = {}

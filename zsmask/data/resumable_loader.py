@@ -19,14 +19,20 @@ waiting samples are drawn again first (they are functions of their positions) an
 continues where it stopped.
 """
 import itertools
+import os
 import random
+import re
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["PositionStream", "ResumableTrainLoader", "sample_seed", "shared_seed"]
+__all__ = ["DataLoaderWorkerDied", "PositionStream", "ResumableTrainLoader", "sample_seed", "shared_seed"]
+
+
+class DataLoaderWorkerDied(RuntimeError):
+    """A data-loader worker process ended unexpectedly; the message names the sample it was on."""
 
 
 SAMPLE, EPOCH_ORDER, LOADER = 0, 1, 2  # what a derived seed is for
@@ -68,6 +74,7 @@ class PositionStream(IterableDataset):
         self.records, self.mapper, self.seed, self.shuffle = records, mapper, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.start, self.replay = 0, []
+        self.progress: Optional[torch.Tensor] = None  # (workers, 2) shared [pid, position], set by the loader
 
     def index_at(self, position: int) -> int:
         """The record index at ``position``: a seeded permutation of the records per epoch."""
@@ -90,9 +97,14 @@ class PositionStream(IterableDataset):
         worker = get_worker_info()
         if worker is not None and worker.num_workers > 1:
             positions = itertools.islice(positions, worker.id, None, worker.num_workers)
+        slot = worker.id if worker is not None else 0
         for position in positions:
+            if self.progress is not None:  # what this worker is on, for the report if it dies
+                self.progress[slot, 0], self.progress[slot, 1] = os.getpid(), position
             with _SeededCall(sample_seed(self.seed, position)):
                 mapped = self.mapper(self.records[self.index_at(position)])
+            if self.progress is not None:
+                self.progress[slot, 1] = -1
             yield position, mapped
 
 
@@ -117,11 +129,12 @@ class ResumableTrainLoader:
 
     def __iter__(self) -> Iterator[List[dict]]:
         # its own generator: starting the loader must not draw from the model's torch generator
+        self.stream.progress = torch.full((max(1, self.num_workers), 2), -1, dtype=torch.int64).share_memory_()
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
                             generator=torch.Generator().manual_seed(sample_seed(self.stream.seed, 0, LOADER)))
         buckets: List[List[dict]] = [[], []]
         self._pending = [[], []]
-        for position, mapped in loader:
+        for position, mapped in self._reporting_dead_workers(loader):
             self._next = max(self._next, position + 1)
             index = self._bucket(mapped)
             buckets[index].append(mapped)
@@ -129,6 +142,35 @@ class ResumableTrainLoader:
             if len(buckets[index]) == self.batch_size:
                 batch, buckets[index], self._pending[index] = buckets[index], [], []
                 yield batch
+
+    def _reporting_dead_workers(self, loader):
+        """``loader``'s items; a worker that dies (killed, out of memory, a crash in C code) is
+        reported with the sample it was on."""
+        iterator = iter(loader)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as e:
+                if "DataLoader worker" not in str(e):
+                    raise
+                raise DataLoaderWorkerDied(self._dead_worker_report(str(e))) from e
+            yield item
+
+    def _dead_worker_report(self, error: str) -> str:
+        dead = {int(p) for p in re.findall(r"\d+", error.split("pid", 1)[1])} if "pid" in error else set()
+        lines = []
+        for pid, position in self.stream.progress.tolist():
+            if position < 0 or (dead and pid not in dead):
+                continue
+            record = self.stream.records[self.stream.index_at(position)]
+            lines.append(f"  worker pid {pid}: stream position {position}, {record.get('file_name')}")
+        where = ("it was on:\n" + "\n".join(lines)) if lines else "it had not started a sample"
+        return (f"a data-loader worker died ({error.strip()}); {where}\nThe usual causes: the memory limit (fewer "
+                "DATALOADER.NUM_WORKERS, a smaller batch) or a crash while decoding that file (check it with "
+                "python tools/check_dataset.py). Continue with --resume: the stream restarts where the last "
+                "checkpoint left it.")
 
     def state_dict(self) -> Dict:
         """``{"seed", "next", "pending"}``: the stream's seed, the first position not yet taken,

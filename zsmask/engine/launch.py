@@ -4,6 +4,7 @@ detectron2's :func:`detectron2.engine.launch` asserts CUDA and uses NCCL. :func:
 its signature and delegates to it on GPUs; on CPU, ``num_gpus_per_machine`` is the number of
 CPU processes, joined by a gloo process group.
 """
+import contextlib
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "launch", "uses_cpu_processes"]
+__all__ = ["DEFAULT_TIMEOUT", "TrainingProcessDied", "launch", "uses_cpu_processes"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -75,7 +76,8 @@ def launch(
                 f"--num-gpus {num_gpus_per_machine} but this machine has "
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
-        return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout)
+        with _reporting_dead_processes(num_machines * num_gpus_per_machine):
+            return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout)
 
     if num_machines != 1:
         raise ValueError(
@@ -89,13 +91,37 @@ def launch(
     logging.getLogger(__name__).info(
         "Starting %d CPU processes (gloo, %s)", num_gpus_per_machine, dist_url
     )
-    mp.start_processes(
-        _cpu_worker,
-        nprocs=num_gpus_per_machine,
-        args=(main_func, num_gpus_per_machine, dist_url, args, timeout),
-        daemon=False,
-        start_method="spawn",
-    )
+    with _reporting_dead_processes(num_gpus_per_machine):
+        mp.start_processes(
+            _cpu_worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, num_gpus_per_machine, dist_url, args, timeout),
+            daemon=False,
+            start_method="spawn",
+        )
+
+
+class TrainingProcessDied(RuntimeError):
+    """One of the training processes ended abnormally; the others were stopped."""
+
+
+@contextlib.contextmanager
+def _reporting_dead_processes(world_size: int):
+    """torch's "process N terminated" errors as one clear message: which process, how, what next.
+    torch stops the other processes as soon as one ends abnormally; a process that cannot reach
+    a dead peer gives up after the process group's timeout (``--dist-timeout``)."""
+    try:
+        yield
+    except mp.ProcessExitedException as e:
+        how = f"was killed by signal {e.signal_name}" if e.signal_name else f"exited with status {e.exit_code}"
+        raise TrainingProcessDied(
+            f"training process {e.error_index} of {world_size} (rank {e.error_index} on this machine) {how}; the "
+            "other processes were stopped. The last checkpoint is intact: continue with --resume "
+            "(a kill by signal 9 is often the out-of-memory killer: see dmesg)") from None
+    except mp.ProcessRaisedException as e:
+        raise TrainingProcessDied(
+            f"training process {e.error_index} of {world_size} failed; the other processes were stopped. Its "
+            f"error:\n{e.msg}") from None
 
 
 def _cpu_worker(local_rank, main_func, world_size, dist_url, args, timeout):
