@@ -11,7 +11,7 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).resolve().parent
 
 
-TEST_REQUIREMENTS = ("pytest", "pytest-xdist", "playwright")
+TEST_REQUIREMENTS = ("pytest", "pytest-xdist", "playwright", "hypothesis")
 DEMO_REQUIREMENTS = ("gradio>=6,<7",)  # the web demo only: a library install does without it
 
 

@@ -13,12 +13,11 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
-from PIL import Image
 from torch.nn import functional as F
 
 from .augmentations import build_sem_seg_augmentations
 from .catalog import label_map_for_dataset
-from .image_io import LabelFileError, check_same_size, read_image, read_sem_seg
+from .image_io import LabelFileError, check_same_size, label_size, read_image, read_sem_seg
 
 __all__ = ["ZeroShotSemSegDatasetMapper"]
 
@@ -91,9 +90,8 @@ class ZeroShotSemSegDatasetMapper:
                 raise LabelFileError(f"training record {dataset_dict['file_name']} has no 'sem_seg_file_name'")
             sem_seg = read_sem_seg(gt_path, self._label_map(dataset_dict), self.ignore_label)
             check_same_size(image.shape[:2], sem_seg.shape, dataset_dict["file_name"], gt_path)
-        elif gt_path is not None:
-            with Image.open(gt_path) as lab:  # header only: the evaluator reads the pixels
-                check_same_size(image.shape[:2], (lab.height, lab.width), dataset_dict["file_name"], gt_path)
+        elif gt_path is not None:  # header only: the evaluator reads the pixels
+            check_same_size(image.shape[:2], label_size(gt_path), dataset_dict["file_name"], gt_path)
 
         if sem_seg is not None:
             # detectron2 resizes uint8 labels with PIL and float64 ones with torch (nearest)

@@ -9,6 +9,7 @@
 """
 import glob
 import os
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .splits import UNMAPPED
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "LabelFileError", "array_to_rgb", "find_images", "pil_to_array",
-           "read_image", "read_sem_seg", "check_same_size", "unique_output_paths"]
+           "label_size", "read_image", "read_sem_seg", "check_same_size", "unique_output_paths"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
@@ -92,6 +93,15 @@ def array_to_rgb(array: np.ndarray, format: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _too_many_pixels(error: Exception) -> str:
+    """PIL's decompression-bomb refusal (raised from the header, before decoding) in words."""
+    counts = [int(n) for n in re.findall(r"(\d+) pixels", str(error))]
+    declared = f"{counts[0]:,} pixels" if counts else "more pixels than PIL decodes safely"
+    limit = f", more than the {counts[1]:,} that PIL decodes safely" if len(counts) > 1 else ""
+    return (f"it declares {declared}{limit} (a decompression bomb, or an image far larger than segmentation "
+            "needs); resize it")
+
+
 def read_image(path: str, format: str = "RGB") -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` uint8 array in ``format`` ("RGB" or "BGR").
 
@@ -103,12 +113,31 @@ def read_image(path: str, format: str = "RGB") -> np.ndarray:
     try:
         with Image.open(path) as img:
             return pil_to_array(img, format)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"cannot read image {path}: {_too_many_pixels(e)}") from e
     except FileNotFoundError as e:
         raise ImageReadError(f"image not found: {path}") from e
     except IsADirectoryError as e:
         raise ImageReadError(f"expected an image file, got a folder: {path}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from e
+
+
+def label_size(path: str) -> Tuple[int, int]:
+    """``(H, W)`` of a label file from its header (the pixels are not read).
+
+    Raises:
+        LabelFileError: the file is missing or not an image.
+    """
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except Image.DecompressionBombError as e:
+        raise LabelFileError(f"cannot read label file {path}: {_too_many_pixels(e)}") from e
+    except FileNotFoundError as e:
+        raise LabelFileError(f"label file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise LabelFileError(f"cannot read label file {path}: {e}") from e
 
 
 def read_sem_seg(path: str, label_map: Optional[np.ndarray] = None, ignore_label: int = 255) -> np.ndarray:
@@ -129,6 +158,8 @@ def read_sem_seg(path: str, label_map: Optional[np.ndarray] = None, ignore_label
                     "(8-bit L/P or 16-bit PNG). Colour-coded labels need converting (datasets/prepare_*.py)"
                 )
             arr = np.asarray(img).astype(np.int64)
+    except Image.DecompressionBombError as e:
+        raise LabelFileError(f"cannot read label file {path}: {_too_many_pixels(e)}") from e
     except FileNotFoundError as e:
         raise LabelFileError(f"label file not found: {path}") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
