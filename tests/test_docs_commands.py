@@ -87,34 +87,28 @@ class _Parsed(Exception):
 def _stop_after_parsing():
     """ArgumentParser.parse_args / parse_known_args raise _Parsed with their result instead of
     returning it (the outermost call only: parse_args calls parse_known_args)."""
-    original_args, original_known = argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args
+    originals = {name: getattr(argparse.ArgumentParser, name) for name in ("parse_args", "parse_known_args")}
     depth = [0]
 
-    def parse_args(self, args=None, namespace=None):
-        depth[0] += 1
-        try:
-            result = original_args(self, args, namespace)
-        finally:
-            depth[0] -= 1
-        if depth[0] == 0:
-            raise _Parsed(result)
-        return result
+    def stopping(name):
+        def parse(self, args=None, namespace=None):
+            depth[0] += 1
+            try:
+                result = originals[name](self, args, namespace)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:
+                raise _Parsed(result[0] if name == "parse_known_args" else result)
+            return result
+        return parse
 
-    def parse_known_args(self, args=None, namespace=None):
-        depth[0] += 1
-        try:
-            result = original_known(self, args, namespace)
-        finally:
-            depth[0] -= 1
-        if depth[0] == 0:
-            raise _Parsed(result[0])
-        return result
-
-    argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args = parse_args, parse_known_args
+    for name in originals:
+        setattr(argparse.ArgumentParser, name, stopping(name))
     try:
         yield
     finally:
-        argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args = original_args, original_known
+        for name, original in originals.items():
+            setattr(argparse.ArgumentParser, name, original)
 
 
 def parse_with_script(script: str, argv: List[str]) -> argparse.Namespace:
