@@ -187,7 +187,8 @@ def write_tiny_model_files(root, name: str, classes=("cat", "dog", "grass", "she
     root = str(root)
     labels = [np.array([[0, 1], [2, 3]], dtype=np.uint8).repeat(16, 0).repeat(16, 1)] * 2
     folder = SemSegFolder(*write_sem_seg_folder(os.path.join(root, "data"), labels))
-    register_zero_shot_split(name, list(classes), unseen_classes=list(unseen), train=folder, test=folder)
+    register_zero_shot_split(name, list(classes), unseen_classes=list(unseen), train=folder, test=folder,
+                             overwrite=True)  # a module fixture can be set up twice in one xdist worker
     cfg = tiny_model_cfg(root, train_dataset=f"{name}_train", test_dataset=f"{name}_test")
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96
     config_path = os.path.join(root, "config.yaml")

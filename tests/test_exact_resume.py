@@ -98,6 +98,15 @@ def test_a_worker_that_dies_is_reported_with_the_sample_it_was_on():
     assert message.count("worker pid") == 1  # only the dead one
 
 
+def test_only_torchs_messages_about_a_dead_worker_count_as_a_death():
+    from zsmask.data.resumable_loader import dead_worker_pids
+
+    assert dead_worker_pids("DataLoader worker (pid(s) 123, 456) exited unexpectedly") == [123, 456]
+    assert dead_worker_pids("DataLoader worker (pid 77) is killed by signal: Killed. ") == [77]
+    # an exception raised inside a worker is re-raised by torch with this text: not a death
+    assert dead_worker_pids("Caught BadSampleLimitError in DataLoader worker process 1.\nOriginal Traceback") is None
+
+
 def _metrics(path):
     """The last logged row per iteration of a metrics.json (a resumed run appends)."""
     rows = {}

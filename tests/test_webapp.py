@@ -55,8 +55,8 @@ def _scene(path, seed=0, size=(48, 64)):
 def test_vocabulary_box_text_round_trips_commas_lines_and_synonyms():
     assert parse_vocabulary_text(" cat, sofa ,remote control ") == ("cat", "sofa", "remote control")
     assert parse_vocabulary_text("building, edifice\nroad\n# a comment\n\nsky") == ("building, edifice", "road", "sky")
-    names = ("building, edifice", "road, route", "sky")
-    assert parse_vocabulary_text(vocabulary_text(names)) == names  # synonyms: one per line
+    for names in (("building, edifice", "road, route", "sky"), ("building, edifice",), ("c#", "f#")):
+        assert parse_vocabulary_text(vocabulary_text(names)) == names  # synonyms: one per line
     assert vocabulary_text(("cat", "dog")) == "cat, dog"
     for bad, message in (("", "empty"), ("  \n ", "empty"), (",,", "no class name"), ("cat, cat", "duplicate class names")):
         with pytest.raises(DemoInputError, match=message):

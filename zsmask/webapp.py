@@ -71,22 +71,24 @@ class Segmentation:
 
 
 def vocabulary_text(names: Sequence[str]) -> str:
-    """``names`` as the vocabulary box shows them: a comma list, or one name per line when a name
-    holds a comma itself (synonyms such as "building, edifice")."""
-    return "\n".join(names) if any("," in n for n in names) else ", ".join(names)
+    """``names`` as the vocabulary box shows them: a comma list, or one name per line (each line
+    ended) when a name holds a comma itself (synonyms such as "building, edifice")."""
+    return "".join(n + "\n" for n in names) if any("," in n for n in names) else ", ".join(names)
 
 
 def parse_vocabulary_text(text: str) -> Tuple[str, ...]:
-    """The vocabulary box's text as class names: one name per line when it has several lines (a
-    line may list synonyms separated by commas), else a comma list. Raises DemoInputError."""
-    text = (text or "").strip()
+    """The vocabulary box's text as class names: one name per line when it has several lines or
+    ends with a line break (a line may list synonyms separated by commas; a line starting with
+    ``#`` is a comment), else a comma list. Raises DemoInputError."""
+    raw = (text or "").rstrip(" \t")
+    text = raw.strip()
     if not text:
         raise DemoInputError("the vocabulary is empty: type class names separated by commas (e.g. 'cat, sofa, "
                              "remote control') or pick a preset")
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
     try:
-        if len(lines) > 1:
+        if len(lines) > 1 or (lines and raw.endswith("\n")):
             return parse_vocabulary(lines)
         names = [n.strip() for n in lines[0].split(",") if n.strip()] if lines else []
         if not names:
@@ -217,7 +219,11 @@ class SegmentationService:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.splitext(os.path.basename(source))[0])[:64] or "image"
         folder = tempfile.mkdtemp(prefix="result_", dir=self.work_dir)
         paths = (os.path.join(folder, f"{stem}_labels.png"), os.path.join(folder, f"{stem}_classes.json"))
-        prediction.save_label_map(*paths)
+        try:
+            prediction.save_label_map(*paths)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         with self._lock:
             self._results.append(folder)
             stale, self._results = self._results[:-self.keep_results], self._results[-self.keep_results:]
@@ -302,7 +308,13 @@ def build_app(service: SegmentationService, title: str = "zsmask: zero-shot sema
                 legend = gr.HTML(elem_id="zsmask-legend")
                 files = gr.File(file_count="multiple", interactive=False, elem_id="zsmask-files",
                                 label="Label map: PNG of class indices, and the class names (JSON)")
-        preset.change(service.preset_text, preset, vocabulary, queue=False)
+        def preset_text(label):
+            try:
+                return service.preset_text(label)
+            except DemoInputError as e:
+                raise page_error(str(e)) from None
+
+        preset.change(preset_text, preset, vocabulary, queue=False)
         vocabulary.change(service.unseen_summary, vocabulary, unseen, queue=False)
         run.click(segment, [image, vocabulary], [result, legend, files], concurrency_limit=1)
     app.queue(default_concurrency_limit=1, max_size=64)

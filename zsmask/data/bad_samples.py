@@ -14,6 +14,11 @@ benchmark's.
 import logging
 import os
 import random
+
+try:
+    import fcntl
+except ImportError:  # Windows: appends of whole short lines, without a lock
+    fcntl = None
 from typing import Callable, Dict, Optional, Sequence
 
 from .image_io import ImageReadError, LabelFileError
@@ -50,15 +55,19 @@ class BadSampleLog:
         return found
 
     def record(self, file_name: str, reason: str) -> bool:
-        """Add ``file_name``; True when it is new. Raises BadSampleLimitError above the limit."""
-        known = self.entries()
-        new = file_name not in known
-        if new:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            line = f"{file_name}\t{' '.join(reason.split())}\n"
-            with open(self.path, "a", encoding="utf-8") as f:  # one short append: whole lines across processes
-                f.write(line)
-            known[file_name] = reason
+        """Add ``file_name``; True when it is new. Raises BadSampleLimitError above the limit.
+        The read and the append hold an exclusive lock on the file (every worker and process of
+        the run counts the same entries)."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a+", encoding="utf-8") as f:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX)
+            known = self.entries()
+            new = file_name not in known
+            if new:
+                f.write(f"{file_name}\t{' '.join(reason.split())}\n")
+                f.flush()
+                known[file_name] = reason
         if len(known) > self.max_bad:
             listed = "\n".join(f"  {name}: {why}" for name, why in known.items())
             raise BadSampleLimitError(

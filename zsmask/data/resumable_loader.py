@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["DataLoaderWorkerDied", "PositionStream", "ResumableTrainLoader", "sample_seed", "shared_seed"]
+__all__ = ["DataLoaderWorkerDied", "PositionStream", "dead_worker_pids", "ResumableTrainLoader", "sample_seed", "shared_seed"]
 
 
 class DataLoaderWorkerDied(RuntimeError):
@@ -61,6 +61,22 @@ class _SeededCall:
         np.random.set_state(self.states[1])
         torch.set_rng_state(self.states[2])
         return False
+
+
+_DEAD_WORKER = re.compile(r"DataLoader worker \(pids?(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly|is killed by signal)")
+
+
+def dead_worker_pids(error: str) -> Optional[List[int]]:
+    """The pids in torch's message about data-loader workers that died, or None when ``error``
+    is not such a message (an exception raised inside a worker reads "Caught X in DataLoader
+    worker process N" and is not a death)."""
+    match = _DEAD_WORKER.search(error)
+    return [int(p) for p in re.findall(r"\d+", match.group(1))] if match else None
+
+
+def _as_is(item):
+    """The loader's collate function: items pass unchanged (no conversion of arrays to tensors)."""
+    return item
 
 
 class PositionStream(IterableDataset):
@@ -103,8 +119,6 @@ class PositionStream(IterableDataset):
                 self.progress[slot, 0], self.progress[slot, 1] = os.getpid(), position
             with _SeededCall(sample_seed(self.seed, position)):
                 mapped = self.mapper(self.records[self.index_at(position)])
-            if self.progress is not None:
-                self.progress[slot, 1] = -1
             yield position, mapped
 
 
@@ -130,7 +144,7 @@ class ResumableTrainLoader:
     def __iter__(self) -> Iterator[List[dict]]:
         # its own generator: starting the loader must not draw from the model's torch generator
         self.stream.progress = torch.full((max(1, self.num_workers), 2), -1, dtype=torch.int64).share_memory_()
-        loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
                             generator=torch.Generator().manual_seed(sample_seed(self.stream.seed, 0, LOADER)))
         buckets: List[List[dict]] = [[], []]
         self._pending = [[], []]
@@ -153,20 +167,21 @@ class ResumableTrainLoader:
             except StopIteration:
                 return
             except RuntimeError as e:
-                if "DataLoader worker" not in str(e):
+                if dead_worker_pids(str(e)) is None:
                     raise
-                raise DataLoaderWorkerDied(self._dead_worker_report(str(e))) from e
+                raise DataLoaderWorkerDied(self.dead_worker_report(str(e))) from e
             yield item
 
-    def _dead_worker_report(self, error: str) -> str:
-        dead = {int(p) for p in re.findall(r"\d+", error.split("pid", 1)[1])} if "pid" in error else set()
+    def dead_worker_report(self, error: str) -> str:
+        """The message of :class:`DataLoaderWorkerDied` for torch's ``error`` about a dead worker."""
+        dead = set(dead_worker_pids(error) or ())
         lines = []
         for pid, position in self.stream.progress.tolist():
             if position < 0 or (dead and pid not in dead):
                 continue
             record = self.stream.records[self.stream.index_at(position)]
             lines.append(f"  worker pid {pid}: stream position {position}, {record.get('file_name')}")
-        where = ("it was on:\n" + "\n".join(lines)) if lines else "it had not started a sample"
+        where = ("it was on (or had just finished):\n" + "\n".join(lines)) if lines else "it had not started a sample"
         return (f"a data-loader worker died ({error.strip()}); {where}\nThe usual causes: the memory limit (fewer "
                 "DATALOADER.NUM_WORKERS, a smaller batch) or a crash while decoding that file (check it with "
                 "python tools/check_dataset.py). Continue with --resume: the stream restarts where the last "
@@ -182,6 +197,7 @@ class ResumableTrainLoader:
         self.stream._epoch = None
         self.stream.start = self._next = int(state["next"])
         self.stream.replay = [p for bucket in state["pending"] for p in bucket]
+        self._pending = [list(bucket) for bucket in state["pending"]]
 
     @property
     def position(self) -> int:

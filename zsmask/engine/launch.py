@@ -76,7 +76,7 @@ def launch(
                 f"--num-gpus {num_gpus_per_machine} but this machine has "
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
-        with _reporting_dead_processes(num_machines * num_gpus_per_machine):
+        with _reporting_dead_processes(num_gpus_per_machine):
             return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout)
 
     if num_machines != 1:
@@ -106,7 +106,7 @@ class TrainingProcessDied(RuntimeError):
 
 
 @contextlib.contextmanager
-def _reporting_dead_processes(world_size: int):
+def _reporting_dead_processes(local_processes: int):
     """torch's "process N terminated" errors as one clear message: which process, how, what next.
     torch stops the other processes as soon as one ends abnormally; a process that cannot reach
     a dead peer gives up after the process group's timeout (``--dist-timeout``)."""
@@ -115,12 +115,13 @@ def _reporting_dead_processes(world_size: int):
     except mp.ProcessExitedException as e:
         how = f"was killed by signal {e.signal_name}" if e.signal_name else f"exited with status {e.exit_code}"
         raise TrainingProcessDied(
-            f"training process {e.error_index} of {world_size} (rank {e.error_index} on this machine) {how}; the "
+            f"training process {e.error_index} of {local_processes} on this machine {how}; the "
             "other processes were stopped. The last checkpoint is intact: continue with --resume "
             "(a kill by signal 9 is often the out-of-memory killer: see dmesg)") from None
     except mp.ProcessRaisedException as e:
         raise TrainingProcessDied(
-            f"training process {e.error_index} of {world_size} failed; the other processes were stopped. Its "
+            f"training process {e.error_index} of {local_processes} on this machine failed; the other "
+            "processes were stopped. Its "
             f"error:\n{e.msg}") from None
 
 

@@ -17,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ZeroShotSemSegDatasetMapper
 from ..data.bad_samples import BadSampleLog, SkipBadSamples
-from ..data.resumable_loader import PositionStream, ResumableTrainLoader, shared_seed
+from ..data.resumable_loader import (DataLoaderWorkerDied, PositionStream, ResumableTrainLoader, dead_worker_pids,
+                                     shared_seed)
 from ..data.catalog import EVALUATOR_TYPE
 from ..evaluation import GeneralizedZeroShotSemSegEvaluator
 from ..solver import build_lr_scheduler, build_optimizer
@@ -73,7 +74,7 @@ def random_states() -> dict:
     states = {"python": random.getstate(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
               "torch": torch.get_rng_state()}  # plain types and tensors: checkpoints load with weights_only
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda"] = torch.cuda.get_rng_state()  # this process's device (another machine may have fewer)
     return states
 
 
@@ -83,7 +84,7 @@ def set_random_states(states: dict) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 def process_resume_state(trainer) -> dict:
@@ -152,17 +153,21 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         """detectron2's; a run that starts over also forgets the bad samples of an earlier run
         in the same ``OUTPUT_DIR``."""
-        if not (resume and self.checkpointer.has_checkpoint()):
-            if comm.is_main_process():
-                bad_sample_log(self.cfg).reset()
-            comm.synchronize()
+        if not (resume and self.checkpointer.has_checkpoint()) and comm.is_main_process():
+            bad_sample_log(self.cfg).reset()
+        comm.synchronize()
         super().resume_or_load(resume)
 
     def train(self):
         """Run training; return the last evaluation's results (``{dataset: {"sem_seg": {...}}}``,
         from ``TEST.EVAL_PERIOD`` or the final evaluation) or None if nothing was evaluated.
         (detectron2 returns them only when ``TEST.EXPECTED_RESULTS`` is set.)"""
-        super().train()
+        try:
+            super().train()
+        except RuntimeError as e:  # torch's SIGCHLD handler raises wherever the main thread is
+            if isinstance(e, DataLoaderWorkerDied) or dead_worker_pids(str(e)) is None:
+                raise
+            raise DataLoaderWorkerDied(self.data_loader.dead_worker_report(str(e))) from e
         skipped = bad_sample_log(self.cfg).entries()
         if skipped and comm.is_main_process():
             logger.warning(f"{len(skipped)} training sample(s) could not be read and were skipped (listed in "
@@ -175,6 +180,9 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         """detectron2's hooks, with :class:`ExactResumeHook` first (it captures each process's
         data-stream position and random states before the checkpointer saves them)."""
+        if self.cfg.TEST.PRECISE_BN.ENABLED:
+            logger.warning("TEST.PRECISE_BN.ENABLED: PreciseBN runs the model in training mode between the "
+                           "capture of the random states and the checkpoint, so --resume is not exact")
         return [ExactResumeHook()] + super().build_hooks()
 
     def state_dict(self):
@@ -211,12 +219,13 @@ class Trainer(DefaultTrainer):
             logger.warning(f"The checkpoint was saved by {len(states)} training processes and {world} resume it: "
                            "each continues from the saved stream position, but the run is not exactly the "
                            "one that was never stopped")
-            state = dict(states[0], data=dict(states[0]["data"], pending=[[], []]))
+            state = {"data": dict(states[0]["data"], pending=[[], []]), "random": None}  # own seeding kept
         else:
             state = states[rank]
         self.data_loader.load_state_dict(state["data"])
         self._trainer._data_loader_iter = iter(self.data_loader)  # starts at the loaded position
-        set_random_states(state["random"])
+        if state["random"] is not None:
+            set_random_states(state["random"])
         self._metric_windows = (state_dict.get("metric_windows") or {}, state_dict.get("metric_smoothing") or {})
 
     @property
