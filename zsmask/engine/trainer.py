@@ -74,7 +74,7 @@ def random_states() -> dict:
     states = {"python": random.getstate(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
               "torch": torch.get_rng_state()}  # plain types and tensors: checkpoints load with weights_only
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state()  # this process's device (another machine may have fewer)
+        states["gpu"] = torch.cuda.get_rng_state()  # the current device only (another machine may have fewer)
     return states
 
 
@@ -83,8 +83,8 @@ def set_random_states(states: dict) -> None:
     kind, keys, position, has_gauss, gauss = states["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states["cuda"])
+    if "gpu" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["gpu"])
 
 
 def process_resume_state(trainer) -> dict:
