@@ -168,7 +168,8 @@ def tiny_clip():
     return CLIPTextImageEncoder(cfg)
 
 
-@pytest.mark.parametrize("region_embedding,scales", [("cls", "per_scale"), ("dense", "per_scale"), ("cls", "joint")])
+@pytest.mark.parametrize("region_embedding,scales", [("cls", "per_scale"), ("dense", "per_scale"), ("cls", "joint"),
+                                                     ("cls_attention", "per_scale"), ("region_tokens", "per_scale")])
 def test_generator_masks_stay_in_unannotated_pixels(tiny_clip, region_embedding, scales):
     torch.manual_seed(1)
     images = torch.rand(2, 3, 70, 90) * 255
@@ -177,7 +178,8 @@ def test_generator_masks_stay_in_unannotated_pixels(tiny_clip, region_embedding,
     unannotated[1, :, 45:] = True
     unannotated[1, 30:33, :] = True  # a thin strip: too small to make its own cells
     generator = PseudoMaskGenerator(window_sizes=[1, 2], fusion_threshold=0.95, min_area=0.01, max_masks=5,
-                                    region_embedding=region_embedding, kmeans_scales=scales)
+                                    region_embedding=region_embedding, kmeans_scales=scales,
+                                    region_attention_layers=1)
     outputs = generator(tiny_clip, images, unannotated)
     assert len(outputs) == 2
     for out, region in zip(outputs, unannotated):

@@ -139,3 +139,34 @@ def test_a_config_without_pseudo_labeler_is_refused(tool, smoke_world, tmp_path,
     assert code == 2
     err = capsys.readouterr().err
     assert "MODEL.ZSMASK.PSEUDO_LABELER" in err and "split_matching.yaml" in err
+
+
+def test_region_embedding_option_names_masks_by_cls_attention(tool, smoke_world, tmp_path, capsys):
+    """``--region-embedding cls_attention``: the same pseudo masks as the config's ``cls``, their
+    C_u from [CLS] copies of one forward (what the labeler gives with that setting)."""
+    name, opts = smoke_world
+    printed = {}
+    for option in ("cls", "cls_attention"):
+        assert tool["main"](["--config-file", CONFIG, "--dataset", f"{name}_train", "--limit", "2",
+                             "--output", str(tmp_path / option), "--region-embedding", option] + opts) == 0
+        printed[option] = capsys.readouterr().out
+    areas = {k: re.findall(r"^  mask \d+ \((\S+) of the image\)", v, re.M) for k, v in printed.items()}
+    assert areas["cls"] == areas["cls_attention"] and areas["cls"]  # the masks do not depend on C_u
+    scores = {k: re.findall(r"^  mask \d+ .*nearest .* (\d\.\d\d);", v, re.M) for k, v in printed.items()}
+    assert scores["cls"] != scores["cls_attention"]  # their C_u do
+    cfg = tool["tool_config"](CONFIG, opts + ["MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING", "cls_attention"])
+    clip, labeler = tool["build_parts"](cfg)
+    truth = tool["ground_truth_source"](f"{name}_train")
+    record = DatasetCatalog.get(f"{name}_train")[1]  # the first scene has no unseen region
+    view = tool["load_dataset_view"](cfg, record, f"{name}_train", truth)
+    pseudo = tool["compute_pseudo_masks"](clip, labeler, view, cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY)
+    assert pseudo.masks.shape[0] > 0
+    images, _ = tool["padded_batch"](view, cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY, clip.device)
+    with torch.no_grad():
+        layers = cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_ATTENTION_LAYERS
+        block_inputs = clip.encode_image_dense(images, region_layers=layers)["block_inputs"]
+        height, width = images.shape[-2:]
+        padded = torch.zeros((pseudo.masks.shape[0], height, width), dtype=torch.bool)
+        padded[:, :pseudo.masks.shape[1], :pseudo.masks.shape[2]] = pseudo.masks
+        expected = clip.encode_mask_regions(block_inputs, [padded])[0]
+    torch.testing.assert_close(pseudo.embeddings, expected)

@@ -119,6 +119,7 @@ NEUTRAL_ADDITIONS = {
     "TEST.SLIDING_WINDOW.SIZE": 384,
     "TEST.SLIDING_WINDOW.STRIDE": 256,
     "DATALOADER.MAX_BAD_SAMPLES": 10,  # the toy world has no unreadable file
+    "MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_ATTENTION_LAYERS": 3,  # read by "cls_attention" only
 }
 
 

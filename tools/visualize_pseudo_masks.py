@@ -25,6 +25,8 @@ shortest-edge resize (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) and zero-padd
 ``MODEL.MASK_FORMER.SIZE_DIVISIBILITY`` as the model pads its batches: this is deterministic, it
 is the training view of the toy configs (128 px, no crop; the random flip only mirrors) and
 within the training scale range of the benchmark configs, whose random crops it skips.
+``--region-embedding`` picks how C_u is made (``cls``, ``cls_attention``, ``region_tokens``,
+``dense``, ``dense_mlp``; default the config's ``MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING``).
 With ``REGION_EMBEDDING dense_mlp`` the untrained MLP is bypassed (names come from the dense
 embeddings it would receive). Trailing ``KEY VALUE`` pairs override the config. Output: one PNG
 per image, ``[image | unannotated pixels (dataset mode) | pseudo masks]``, nearest class name
@@ -323,6 +325,10 @@ def main(argv=None) -> int:
                         help="class names to name the masks by, comma-separated or a text file with one per line "
                              "(default: the classes of DATASETS.TEST[0], unseen ones included)")
     parser.add_argument("--scale", type=float, help="enlargement of the panels (default: small images to 384 px)")
+    parser.add_argument("--region-embedding", choices=("cls", "cls_attention", "region_tokens", "dense", "dense_mlp"),
+                        help="how C_u is made (default: the config's MODEL.SPLIT_MATCHING.PSEUDO_MASKS."
+                             "REGION_EMBEDDING); cls_attention and region_tokens: all masks of an image from one "
+                             "CLIP forward")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)  # open_clip's INFO chatter on the root logger
@@ -331,6 +337,8 @@ def main(argv=None) -> int:
         zs = sorted(n for n in DatasetCatalog.list() if MetadataCatalog.get(n).get("zero_shot_split"))
         _error(f"unknown dataset {args.dataset!r}; zero-shot datasets: {', '.join(zs)}")
         return 2
+    if args.region_embedding:
+        args.opts = ["MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING", args.region_embedding] + list(args.opts)
     try:
         cfg = tool_config(args.config_file, args.opts)
         names, unseen = _vocabulary(cfg, args.vocabulary)

@@ -246,9 +246,17 @@ def add_zsmask_config(cfg: CN) -> CN:
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.MAX_MASKS = 20
     # A CLIP feature cell is clustered when more than this fraction of its pixels is unannotated.
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.CELL_UNANNOTATED_FRACTION = 0.5
-    # Region embedding C_u (Table 3): "cls" (CLIP [CLS] of the masked image, the paper's),
-    # "dense" (mask-averaged dense CLIP features) or "dense_mlp" (those through a trained MLP).
+    # Region embedding C_u (Table 3): "cls" (CLIP [CLS] of the masked image, the paper's: one
+    # CLIP forward per mask), "cls_attention" (one [CLS] copy per mask attending only to the
+    # mask's patch tokens in CLIP's last REGION_ATTENTION_LAYERS blocks: every mask of an image
+    # from one forward; ViT CLIPs), "region_tokens" (CLIP run on each mask's own patch cells,
+    # outside pixels at the mean, every mask of an image packed in one sequence with
+    # block-diagonal attention; ViT CLIPs), "dense" (mask-averaged dense CLIP features) or
+    # "dense_mlp" (those through a trained MLP).
     cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING = "cls"
+    # "cls_attention": the last blocks whose [CLS] copies see only their mask (SAN and AlignZeg
+    # decode the last 3 of ViT-B/16's 12).
+    cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_ATTENTION_LAYERS = 3
     # On-disk cache of pseudo masks: "" (off), "auto" (<zsmask cache>/pseudo_masks) or a folder;
     # keyed by the augmented image, its unannotated pixels, the CLIP weights and the settings
     # above, so entries are reused only for identical views (see zsmask/modeling/pseudo_masks/labeler.py).

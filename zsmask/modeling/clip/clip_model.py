@@ -1,6 +1,6 @@
 """Frozen CLIP as a zsmask component: text classifier weights and dense image embeddings."""
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -9,6 +9,8 @@ from detectron2.config import configurable
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from .region_attention import (check_region_attention_tower, copies_to_embeddings, decode_cls_copies,
+                               first_region_block, region_attention_bias, region_token_embeddings)
 from .shared import frozen_clip, weights_state
 from .templates import resolve_templates, validate_templates
 from .visual_towers import (
@@ -16,9 +18,11 @@ from .visual_towers import (
     resnet_attnpool,
     resnet_dense_embeddings,
     resnet_stages,
+    run_blocks,
     tower_kind,
     tower_stride,
-    vit_dense_embeddings,
+    vit_embed,
+    vit_last_block_dense,
 )
 
 __all__ = ["CLIPTextImageEncoder", "VocabularyError", "check_class_names", "split_synonyms"]
@@ -253,32 +257,135 @@ class CLIPTextImageEncoder(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x
 
-    def encode_image_dense(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def encode_image_dense(self, images: torch.Tensor, region_layers: int = 0) -> Dict[str, torch.Tensor]:
         """Dense and global CLIP image embeddings in the joint space.
 
         Args:
             images: float RGB ``(B, 3, H, W)`` on the 0-255 scale, any size (normalised here
                 with CLIP's mean/std, zero-padded at the bottom/right to ``dense_stride``).
+            region_layers: also keep the tokens entering CLIP's last ``region_layers`` blocks,
+                for :meth:`encode_mask_regions` (ViT towers only; 0: none).
         Returns:
             ``patch_embeddings``: ``(B, D, ceil(H/s), ceil(W/s))`` with ``s = dense_stride``;
             ``cls_embedding``: ``(B, D)``; both L2-normalised along D. ViT: MaskCLIP-style last
             block (``vit_dense_route``) for patches, CLIP's pooled output for [CLS] (positional
             embedding bicubically resized). ModifiedResNet: v_proj/c_proj per res5 location
-            (MaskCLIP), attention pooling with resized positional embedding for [CLS].
+            (MaskCLIP), attention pooling with resized positional embedding for [CLS]. With
+            ``region_layers``, ``block_inputs``: a list of ``region_layers`` tokens
+            ``(B, 1 + h*w, width)``, the input of each of the last blocks in order.
         Gradients flow to ``images`` if they require grad (CLIP's weights never get any).
         """
         x = self.normalize_images(images)
         visual = self.model.visual
+        block_inputs = None
+        if region_layers:  # a ValueError for towers without [CLS] copies (ResNets)
+            first = first_region_block(visual, region_layers, "encode_image_dense(region_layers=...)")
         if self._tower == "vit":
-            dense, pooled = vit_dense_embeddings(visual, x, self.vit_dense_route)
+            blocks = visual.transformer.resblocks
+            first = first if region_layers else len(blocks)
+            tokens, grid = vit_embed(visual, x)
+            # taps are 1-based "after block i" of blocks[:-1]: the input of block j is tap j
+            penultimate, tapped = run_blocks(blocks[:-1], tokens, getattr(visual.transformer, "batch_first", True),
+                                             taps=range(max(first, 1), len(blocks)))
+            if region_layers:
+                block_inputs = [tokens if j == 0 else tapped.get(j, penultimate) for j in range(first, len(blocks))]
+            dense, pooled = vit_last_block_dense(visual, penultimate, grid, self.vit_dense_route)
         else:
             res5 = resnet_stages(visual, x)["res5"]
             dense = resnet_dense_embeddings(visual.attnpool, res5)
             pooled = resnet_attnpool(visual.attnpool, res5)
-        return {
+        out = {
             "patch_embeddings": F.normalize(dense, dim=1),
             "cls_embedding": F.normalize(pooled, dim=-1),
         }
+        if block_inputs is not None:
+            out["block_inputs"] = block_inputs
+        return out
+
+    def encode_mask_regions(self, block_inputs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Region embeddings of each image's masks from one forward (:meth:`encode_image_dense`
+        with ``region_layers``): in the blocks of ``block_inputs`` one [CLS] copy per mask
+        attends to itself and to the patch tokens its mask covers, each cell's logit biased
+        by the log of the fraction it covers (:mod:`~zsmask.modeling.clip.region_attention`),
+        while the patch tokens run as in plain CLIP; copies of one image never see another image.
+
+        Args:
+            block_inputs: ``encode_image_dense(images, k)["block_inputs"]``, k tensors
+                ``(B, 1 + h*w, width)``.
+            masks: B tensors ``(U_i, H, W)`` bool (or float coverage in [0, 1]) at the input
+                images' size (U_i may be 0).
+        Returns:
+            B tensors ``(U_i, D)``, L2-normalised; the row of an empty mask (no region to see)
+            is zero, and it takes no part in the forward.
+        """
+        visual = self.model.visual
+        if len(masks) != block_inputs[0].shape[0]:
+            raise ValueError(f"{len(masks)} mask sets for {block_inputs[0].shape[0]} images")
+        blocks = list(visual.transformer.resblocks)[-len(block_inputs):]
+        size = tuple(masks[0].shape[-2:]) if masks else (0, 0)
+        grid = (-(-size[0] // self._stride), -(-size[1] // self._stride))
+        if grid[0] * grid[1] != block_inputs[0].shape[1] - 1:
+            raise ValueError(f"masks of {size} give a {grid} patch grid; the tokens hold "
+                             f"{block_inputs[0].shape[1] - 1} patches (masks must be at the images' size)")
+        nonempty = [m.flatten(1).any(dim=1) for m in masks]
+        count = max([int(n.sum()) for n in nonempty] + [0])
+        dim = self.embed_dim
+        dtype = block_inputs[0].dtype
+        results = [block_inputs[0].new_zeros((m.shape[0], dim), dtype=torch.float32) for m in masks]
+        if count == 0:
+            return results
+        padded = block_inputs[0].new_zeros((len(masks), count) + size)  # (B, N, H, W), empty rows: padding
+        for i, (m, keep) in enumerate(zip(masks, nonempty)):
+            padded[i, :int(keep.sum())] = m[keep].to(dtype)
+        bias = region_attention_bias(padded, grid, self._stride)
+        copies = block_inputs[0][:, :1].expand(-1, count, -1)
+        decoded = decode_cls_copies(blocks, copies, [t[:, 1:] for t in block_inputs], bias)
+        embeddings = F.normalize(copies_to_embeddings(visual.ln_post, visual.proj, decoded).float(), dim=-1)
+        for i, keep in enumerate(nonempty):
+            results[i][keep] = embeddings[i, :int(keep.sum())]
+        return results
+
+    def encode_region_tokens(self, images: torch.Tensor, masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Region embeddings of each image's masks, CLIP run on each region's own cells (the
+        cells a mask touches, outside pixels at CLIP's mean), all regions of an image packed
+        into one sequence with block-diagonal attention
+        (:func:`~zsmask.modeling.clip.region_attention.region_token_embeddings`); the sequence
+        is split where it would exceed the image's own token count, so an image never costs
+        much more than about one forward per its masks' total cell count over its grid.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB 0-255. masks: B tensors ``(U_i, H, W)`` bool at the
+                images' size (U_i may be 0).
+        Returns:
+            B tensors ``(U_i, D)``, L2-normalised; the row of an empty mask is zero.
+        """
+        visual = self.model.visual
+        check_region_attention_tower(visual, "REGION_EMBEDDING region_tokens")
+        if len(masks) != images.shape[0]:
+            raise ValueError(f"{len(masks)} mask sets for {images.shape[0]} images")
+        x = self.normalize_images(images)
+        budget = (x.shape[-2] // self._stride) * (x.shape[-1] // self._stride) + 1
+        results = []
+        for image, image_masks in zip(x, masks):
+            if tuple(image_masks.shape[-2:]) != tuple(images.shape[-2:]):
+                raise ValueError(f"masks {tuple(image_masks.shape)} must be (U, H, W) of the images "
+                                 f"{tuple(images.shape)}")
+            padded = F.pad(image_masks.bool(), (0, x.shape[-1] - images.shape[-1], 0, x.shape[-2] - images.shape[-2]))
+            keep = padded.flatten(1).any(dim=1)
+            out = image.new_zeros((image_masks.shape[0], self.embed_dim), dtype=torch.float32)
+            regions = padded[keep]
+            cells = F.max_pool2d(regions[:, None].float(), self._stride).flatten(1).sum(dim=1) + 1  # tokens
+            embeddings, start = [], 0
+            while start < regions.shape[0]:  # consecutive groups within the token budget (at least one region)
+                stop = start + 1
+                while stop < regions.shape[0] and float(cells[start:stop + 1].sum()) <= budget:
+                    stop += 1
+                embeddings.append(region_token_embeddings(visual, image, regions[start:stop]))
+                start = stop
+            if embeddings:
+                out[keep] = F.normalize(torch.cat(embeddings).float(), dim=-1)
+            results.append(out)
+        return results
 
     def forward(self, class_names: Sequence[str]) -> torch.Tensor:
         """Same as :meth:`encode_vocabulary`."""

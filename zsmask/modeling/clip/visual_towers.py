@@ -26,6 +26,7 @@ __all__ = [
     "vit_patch_embeddings",
     "vit_pool",
     "vit_dense_embeddings",
+    "vit_last_block_dense",
     "resnet_stages",
     "resnet_attnpool",
     "resnet_dense_embeddings",
@@ -191,9 +192,17 @@ def vit_dense_embeddings(
     image embedding (the last block run normally); ``dense`` runs the last block on the same
     input with the value path of ``route`` (see ``VIT_DENSE_ROUTES``), then ``ln_post`` and ``proj``.
     """
+    penultimate, grid = vit_forward_tokens(visual, x, skip_last_block=True)
+    return vit_last_block_dense(visual, penultimate, grid, route)
+
+
+def vit_last_block_dense(visual: VisionTransformer, penultimate: torch.Tensor, grid: Tuple[int, int],
+                         route: str = "maskclip") -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`vit_dense_embeddings` from the tokens ``(B, 1 + h*w, width)`` entering the last
+    block: ``(dense (B, D, h, w), pooled (B, D))``."""
     if route not in VIT_DENSE_ROUTES:
         raise ValueError(f"Unknown ViT dense route {route!r}; valid: {VIT_DENSE_ROUTES}")
-    penultimate, (h, w) = vit_forward_tokens(visual, x, skip_last_block=True)
+    h, w = grid
     last = visual.transformer.resblocks[-1]
     batch_first = getattr(visual.transformer, "batch_first", True)
     pooled = vit_pool(visual, run_block(last, penultimate, batch_first))

@@ -23,44 +23,12 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
+from ..clip.region_attention import copies_to_embeddings, decode_cls_copies, image_stream
 from ..clip.shared import frozen_clip
-from ..clip.visual_towers import run_block, tower_kind
+from ..clip.visual_towers import tower_kind
 from .build import PROPOSAL_EMBEDDER_REGISTRY
 
-__all__ = ["CLIPSemanticDecoder", "biased_cls_attention"]
-
-
-def biased_cls_attention(block: nn.Module, queries: torch.Tensor, memory: torch.Tensor,
-                         bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """One CLIP residual block with ``queries`` (B, N, W) attending to [themselves, ``memory``
-    (B, L, W)] (each query to its own key only, not to the other queries) and ``bias``
-    (B, heads, N, L) added to the memory logits (None: no bias). Returns (B, N, W)."""
-    attn: nn.MultiheadAttention = block.attn
-    if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim:
-        raise ValueError("the CLIP semantic decoder needs open_clip blocks with nn.MultiheadAttention "
-                         "(standard CLIP ViTs); this tower uses a custom attention")
-    batch, num_queries, width = queries.shape
-    heads = attn.num_heads
-    head_dim = width // heads
-    w_q, w_k, w_v = attn.in_proj_weight.split(width)
-    b_q, b_k, b_v = attn.in_proj_bias.split(width) if attn.in_proj_bias is not None else (None, None, None)
-    x_q, x_m = block.ln_1(queries), block.ln_1(memory)
-
-    def heads_first(x):  # (B, L, W) -> (B, heads, L, d)
-        return x.view(batch, -1, heads, head_dim).transpose(1, 2)
-
-    q = heads_first(F.linear(x_q, w_q, b_q)) * head_dim ** -0.5
-    k_self, v_self = heads_first(F.linear(x_q, w_k, b_k)), heads_first(F.linear(x_q, w_v, b_v))
-    k_mem, v_mem = heads_first(F.linear(x_m, w_k, b_k)), heads_first(F.linear(x_m, w_v, b_v))
-    logits_self = (q * k_self).sum(-1, keepdim=True)  # (B, h, N, 1)
-    logits_mem = q @ k_mem.transpose(-1, -2)  # (B, h, N, L)
-    if bias is not None:
-        logits_mem = logits_mem + bias.to(logits_mem.dtype)
-    weights = torch.cat((logits_self, logits_mem), dim=-1).softmax(dim=-1)
-    out = weights[..., :1] * v_self + weights[..., 1:] @ v_mem  # (B, h, N, d)
-    out = attn.out_proj(out.transpose(1, 2).reshape(batch, num_queries, width))
-    queries = queries + block.ls_1(out)
-    return queries + block.ls_2(block.mlp(block.ln_2(queries)))
+__all__ = ["CLIPSemanticDecoder"]
 
 
 @PROPOSAL_EMBEDDER_REGISTRY.register()
@@ -138,21 +106,13 @@ class CLIPSemanticDecoder(nn.Module):
     def image_stream(self, tokens: torch.Tensor) -> List[torch.Tensor]:
         """The patch tokens (B, L, W) entering each decoder block; the image tokens (B, 1 + L, W)
         run through the blocks as in CLIP."""
-        memories = []
-        for i, block in enumerate(self.blocks):
-            memories.append(tokens[:, 1:])
-            if i + 1 < len(self.blocks):
-                tokens = run_block(block, tokens, self.batch_first)
-        return memories
+        return [t[:, 1:] for t in image_stream(self.blocks, tokens, self.batch_first)]
 
     def decode_queries(self, queries: torch.Tensor, memories: Sequence[torch.Tensor],
                        bias: Optional[torch.Tensor]) -> torch.Tensor:
         """Queries (B, N, W) through the decoder blocks against ``memories`` (one (B, L, W) per
         block) with ``bias`` (B, heads, N, L) or None, then ``ln_post`` and ``proj``: (B, N, D)."""
-        for block, memory in zip(self.blocks, memories):
-            queries = biased_cls_attention(block, queries, memory, bias)
-        features = self.ln_post(queries)
-        return features @ self.proj if self.proj is not None else features
+        return copies_to_embeddings(self.ln_post, self.proj, decode_cls_copies(self.blocks, queries, memories, bias))
 
     def forward(self, features: Dict[str, torch.Tensor], outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         tokens = features["clip_tokens"]

@@ -8,8 +8,13 @@ centroids, across scales -> one mask per fused cluster, intersected with the una
 at image resolution (so a pseudo mask never covers an annotated pixel) -> masks that overlap
 another by more than ``duplicate_iou`` merged into it (clusters of one region at several
 scales) -> C_u, the CLIP [CLS] embedding of the image with everything
-outside the mask replaced by CLIP's mean pixel (``region_embedding="cls"``, the paper's), or
-the mask-averaged dense feature (``"dense"``).
+outside the mask replaced by CLIP's mean pixel (``region_embedding="cls"``, the paper's: one
+CLIP forward per mask), the [CLS] embedding of one copy per mask that attends, in CLIP's last
+``region_attention_layers`` blocks, only to the patch tokens its mask covers (``"cls_attention"``:
+all masks of an image from the same forward that gives the dense features), the [CLS] of CLIP
+run on each mask's own cells, all masks of an image packed in one sequence (``"region_tokens"``;
+both in :mod:`~zsmask.modeling.clip.region_attention`), or the mask-averaged dense feature
+(``"dense"``).
 """
 from dataclasses import dataclass
 from typing import List, Sequence
@@ -22,7 +27,7 @@ from .kmeans import KMEANS_SCALES, fuse_clusters, fused_cell_masks, kmeans_clust
 
 __all__ = ["PseudoMasks", "PseudoMaskGenerator", "REGION_EMBEDDINGS"]
 
-REGION_EMBEDDINGS = ("cls", "dense")
+REGION_EMBEDDINGS = ("cls", "cls_attention", "region_tokens", "dense")
 _CLIP_BATCH = 32  # masked images per CLIP forward
 
 
@@ -51,6 +56,7 @@ class PseudoMaskGenerator:
         region_embedding: str = "cls",
         kmeans_scales: str = "per_scale",
         duplicate_iou: float = 0.5,
+        region_attention_layers: int = 3,
     ):
         """
         Args:
@@ -61,11 +67,14 @@ class PseudoMaskGenerator:
             max_masks: at most this many pseudo masks per image (the largest).
             cell_unannotated_fraction: a feature cell is clustered when more than this
                 fraction of its pixels is unannotated.
-            region_embedding: "cls" (CLIP [CLS] of the masked image) or "dense" (mask-averaged
-                dense CLIP features).
+            region_embedding: "cls" (CLIP [CLS] of the masked image), "cls_attention" (a [CLS]
+                copy attending to the mask's patches in the last blocks), "region_tokens"
+                (CLIP on the mask's own cells, packed) or "dense" (mask-averaged dense CLIP features).
             kmeans_scales: "per_scale" (one K-means per window size) or "joint" (one K-means
                 from the seeds of all window sizes).
             duplicate_iou: masks overlapping by more than this IoU are merged (>= 1: never).
+            region_attention_layers: CLIP's last blocks in which "cls_attention" copies see
+                only their mask (before them, the [CLS] of the whole image).
         """
         if kmeans_scales not in KMEANS_SCALES:
             raise ValueError(f"kmeans_scales must be one of {KMEANS_SCALES}, got {kmeans_scales!r}")
@@ -82,6 +91,9 @@ class PseudoMaskGenerator:
         self.region_embedding = region_embedding
         self.kmeans_scales = kmeans_scales
         self.duplicate_iou = float(duplicate_iou)
+        if region_attention_layers < 1:
+            raise ValueError(f"region_attention_layers must be >= 1, got {region_attention_layers}")
+        self.region_attention_layers = int(region_attention_layers)
 
     @classmethod
     def from_config(cls, cfg):
@@ -96,7 +108,23 @@ class PseudoMaskGenerator:
             "region_embedding": pm.REGION_EMBEDDING,
             "kmeans_scales": pm.KMEANS_SCALES,
             "duplicate_iou": pm.DUPLICATE_IOU,
+            "region_attention_layers": pm.REGION_ATTENTION_LAYERS,
         }
+
+    @property
+    def settings(self) -> tuple:
+        """What the masks and embeddings depend on besides CLIP and the image (cache identity)."""
+        settings = (self.window_sizes, self.kmeans_iterations, self.fusion_threshold, self.min_area, self.max_masks,
+                    self.cell_unannotated_fraction, self.region_embedding, self.kmeans_scales, self.duplicate_iou)
+        if self.region_embedding == "cls_attention":
+            settings += (self.region_attention_layers,)
+        return settings
+
+    def _dense_pass(self, clip, images: torch.Tensor):
+        """CLIP's dense features (B, D, h, w), and for "cls_attention" the tokens its copies need."""
+        layers = self.region_attention_layers if self.region_embedding == "cls_attention" else 0
+        out = clip.encode_image_dense(images, region_layers=layers)
+        return out["patch_embeddings"].float(), out.get("block_inputs")
 
     def cluster(self, dense: torch.Tensor, cell_valid: torch.Tensor) -> torch.Tensor:
         """Cells of every fused cluster: ``dense`` ``(B, D, h, w)``, ``cell_valid`` ``(B, h, w)``
@@ -121,24 +149,31 @@ class PseudoMaskGenerator:
         """
         if unannotated.shape != (images.shape[0],) + tuple(images.shape[-2:]):
             raise ValueError(f"unannotated {tuple(unannotated.shape)} must be (B, H, W) of images {tuple(images.shape)}")
-        dense = clip.encode_image_dense(images)["patch_embeddings"].float()  # (B, D, h, w)
+        dense, block_inputs = self._dense_pass(clip, images)  # (B, D, h, w)
         stride = clip.dense_stride
         cell_valid = cell_fractions(unannotated, dense.shape[-2:], stride) > self.cell_unannotated_fraction
         cells = self.cluster(dense, cell_valid)
         masks = [self._image_masks(cells[i], unannotated[i], stride) for i in range(images.shape[0])]
-        if self.region_embedding == "dense":
-            embeddings = [self._embeddings(clip, images[i], dense[i], m) for i, m in enumerate(masks)]
-        else:
-            embeddings = self._masked_cls_embeddings(clip, images, masks)
-        return [PseudoMasks(m, e) for m, e in zip(masks, embeddings)]
+        return [PseudoMasks(m, e) for m, e in zip(masks, self._region_embeddings(clip, images, dense, block_inputs,
+                                                                                 masks))]
 
     @torch.no_grad()
     def region_embeddings(self, clip, images: torch.Tensor, masks: List[torch.Tensor]) -> List[torch.Tensor]:
         """Region embeddings of any masks, made as C_u is made for pseudo masks: ``images``
         ``(B, 3, H, W)`` RGB 0-255 and ``masks[i]`` ``(U_i, H, W)`` bool -> ``[(U_i, D)]``."""
+        dense = block_inputs = None
+        if self.region_embedding in ("cls_attention", "dense"):
+            dense, block_inputs = self._dense_pass(clip, images)
+        return self._region_embeddings(clip, images, dense, block_inputs, masks)
+
+    def _region_embeddings(self, clip, images: torch.Tensor, dense, block_inputs, masks: List[torch.Tensor]):
+        """C_u of every image's masks by ``region_embedding``: ``[(U_i, D)]``."""
         if self.region_embedding == "dense":
-            dense = clip.encode_image_dense(images)["patch_embeddings"].float()
             return [self._embeddings(clip, images[i], dense[i], m) for i, m in enumerate(masks)]
+        if self.region_embedding == "cls_attention":
+            return clip.encode_mask_regions(block_inputs, masks)
+        if self.region_embedding == "region_tokens":
+            return clip.encode_region_tokens(images, masks)
         return self._masked_cls_embeddings(clip, images, masks)
 
     def _masked_cls_embeddings(self, clip, images: torch.Tensor, masks: List[torch.Tensor]) -> List[torch.Tensor]:

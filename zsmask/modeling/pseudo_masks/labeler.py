@@ -28,7 +28,8 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ...utils import cache_dir
-from ..clip.shared import weights_digest
+from ..clip.region_attention import check_region_attention_tower, first_region_block
+from ..clip.shared import frozen_clip, weights_digest
 from ..layers import MLP
 from ..registries import get_registered
 from .generator import PseudoMaskGenerator, PseudoMasks
@@ -141,6 +142,11 @@ class CLIPKMeansPseudoLabeler(nn.Module):
         pm = cfg.MODEL.SPLIT_MATCHING.PSEUDO_MASKS
         generator_args = PseudoMaskGenerator.from_config(cfg)
         embedding_mlp = pm.REGION_EMBEDDING == "dense_mlp"
+        what = f"MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING {pm.REGION_EMBEDDING}"
+        if pm.REGION_EMBEDDING == "cls_attention":  # fail at build, not at the first pseudo mask
+            first_region_block(frozen_clip(cfg).visual, pm.REGION_ATTENTION_LAYERS, f"{what} (REGION_ATTENTION_LAYERS)")
+        elif pm.REGION_EMBEDDING == "region_tokens":
+            check_region_attention_tower(frozen_clip(cfg).visual, what)
         if embedding_mlp:
             generator_args["region_embedding"] = "dense"
         return {
@@ -153,10 +159,7 @@ class CLIPKMeansPseudoLabeler(nn.Module):
     def _cache_identity(self, clip) -> str:
         fingerprint = clip._weights_fingerprint()
         if self._identity is None or self._identity[0] != fingerprint:
-            g = self.generator
-            settings = (g.window_sizes, g.kmeans_iterations, g.fusion_threshold, g.min_area, g.max_masks,
-                        g.cell_unannotated_fraction, g.region_embedding, g.kmeans_scales, g.duplicate_iou)
-            self._identity = (fingerprint, f"{clip_weights_digest(clip)}|{settings}")
+            self._identity = (fingerprint, f"{clip_weights_digest(clip)}|{self.generator.settings}")
         return self._identity[1]
 
     def forward(self, clip, images: torch.Tensor, unannotated: torch.Tensor) -> List[PseudoMasks]:
