@@ -120,7 +120,7 @@ def test_run_store_reads_a_legacy_key_back_and_rewrites_it(tmp_path):
 
     from toy_ablation import RunStore
 
-    store = RunStore(str(tmp_path))
+    store = RunStore(str(tmp_path), pipeline=1)
     os.makedirs(tmp_path / "row")
     (tmp_path / "row" / "seed0.json").write_text(json.dumps({"key": "old", "result": {"hIoU": 40.0}}))
     assert store.get("row", 0, "new") is None
@@ -128,3 +128,18 @@ def test_run_store_reads_a_legacy_key_back_and_rewrites_it(tmp_path):
     assert store.get("row", 0, "new", legacy="old")["hIoU"] == 40.0
     assert json.loads((tmp_path / "row" / "seed0.json").read_text())["key"] == "new"
     assert store.get("row", 0, "new")["hIoU"] == 40.0
+
+
+def test_run_store_keeps_each_training_pipeline_apart(tmp_path):
+    """A run of a later pipeline is stored beside, never over, the record of an earlier one."""
+    import json
+
+    from toy_ablation import RunStore
+
+    first, second = RunStore(str(tmp_path), pipeline=1), RunStore(str(tmp_path), pipeline=2)
+    first.put("row", 0, "k1", {"hIoU": 40.0})
+    second.put("row", 0, "k2", {"hIoU": 45.0})
+    assert json.loads((tmp_path / "row" / "seed0.json").read_text())["result"]["hIoU"] == 40.0
+    assert json.loads((tmp_path / "row" / "pipeline2" / "seed0.json").read_text())["key"] == "k2"
+    assert first.get("row", 0, "k1")["hIoU"] == 40.0 and second.get("row", 0, "k2")["hIoU"] == 45.0
+    assert second.get("row", 0, "k1") is None and first.get("row", 0, "k2") is None

@@ -17,8 +17,8 @@ pixels go, boundary F-score, class-indicator AUROC; :mod:`zsmask.evaluation.diag
 ``<results-dir>/<name>.json`` and ``<name>.md`` (committed where they back a table in docs/).
 
 Resumable: each finished run leaves ``result.json`` in its folder under ``--output-dir`` and a
-copy in the run store ``<results-dir>/runs/<row>/seed<k>.json`` (with its per-image confusion
-matrices beside it, ``.npz``), keyed by a hash of its full config without ``OUTPUT_DIR`` (and, for evaluation
+copy in the run store ``<results-dir>/runs/<row>/seed<k>.json`` (``<row>/pipeline<n>/seed<k>.json``
+for training pipelines after the first; with its per-image confusion matrices beside it, ``.npz``), keyed by a hash of its full config without ``OUTPUT_DIR`` (and, for evaluation
 variants, of the trained run's key), so a row can be renamed; a rerun reads either back instead of training again, so a long
 ablation spans sessions once the store is committed. A changed config, budget or override reruns
 only the runs it touches. An evaluation variant whose trained weights are gone (a fresh
@@ -176,13 +176,18 @@ def legacy_run_key(cfg, trained_key: str = "") -> str:
 class RunStore:
     """Finished runs kept in the results folder, so that they outlive the run folders:
     ``<root>/<row>/seed<k>.json`` (``{"key", "result"}``) and ``seed<k>.npz`` (the per-image
-    confusion matrices as int32, zlib-compressed). Paths inside results are repository-relative."""
+    confusion matrices as int32, zlib-compressed); runs of a later training ``pipeline`` n in
+    ``<root>/<row>/pipeline<n>/``, so they never replace the records that committed tables of an
+    earlier pipeline point to. Paths inside results are repository-relative."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, pipeline: int = TRAINING_PIPELINE):
         self.root = root
+        self.pipeline = pipeline
 
     def _paths(self, row: str, seed: int):
-        base = os.path.join(self.root, row, f"seed{seed}")
+        folder = os.path.join(self.root, row) if self.pipeline == 1 else os.path.join(self.root, row,
+                                                                                     f"pipeline{self.pipeline}")
+        base = os.path.join(folder, f"seed{seed}")
         return base + ".json", base + ".npz"
 
     def get(self, row: str, seed: int, key: str, legacy: str = ""):
