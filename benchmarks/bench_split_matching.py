@@ -14,7 +14,8 @@ embeddings C_u on the toy world, in one process:
 2. One training step (forward + backward) of the same model, configs/coco/split_matching.yaml
    with a ResNet-50, trained with split matching (pseudo masks with C_u by each option, MFE)
    and with the Hungarian baseline (its matcher and losses, no pseudo labeler, no MFE; same
-   150 queries): seconds and the ratio to the baseline.
+   150 queries): seconds and the ratio to the baseline; one more row leaves out the MFE
+   (``cls_attention`` C_u), to show its share.
 3. Toy world (the pretrained, region-competent toy CLIP; ``--skip-toy`` to leave out): the
    zero-shot top-1 of C_u over all 30 classes, and over the 6 unseen ones (ZS3), on fresh
    scenes, for every option (``cls_attention`` for each number of biased blocks), on the
@@ -28,6 +29,7 @@ Images of parts 1 and 2 are synthetic: 4 seen-class rectangles on a background c
 quarter of the image unannotated (ignore). Times are medians of ``--runs`` after one warm-up.
 
     .venv/bin/python benchmarks/bench_split_matching.py [--runs 3] [--batch 2] [--device cpu] [--toy-scenes 200]
+        [--skip-toy] [--skip-pseudo-masks] [--skip-step] [--steps split_matching_cls_attention ...]
 """
 import argparse
 import os
@@ -106,9 +108,16 @@ def model_cfg(method: str, device: str):
         cfg.merge_from_list(["MODEL.ZSMASK.MATCHER", "hungarian", "MODEL.ZSMASK.LOSSES", "['labels', 'masks']",
                              "MODEL.ZSMASK.CLASS_SCORE", "softmax", "MODEL.ZSMASK.LOGIT_BIAS_INIT", "0.0",
                              "MODEL.ZSMASK.PSEUDO_LABELER", "", "MODEL.ZSMASK.AUXILIARY_HEADS", "[]"])
-    elif method.startswith("split_matching_"):  # split_matching_<REGION_EMBEDDING>
-        cfg.merge_from_list(["MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING", method[len("split_matching_"):]])
+    elif method.startswith("split_matching_"):  # split_matching_<REGION_EMBEDDING>[_no_mfe]
+        option = method[len("split_matching_"):]
+        if option.endswith(NO_MFE):
+            option = option[:-len(NO_MFE)]
+            cfg.merge_from_list(["MODEL.ZSMASK.AUXILIARY_HEADS", "[]"])
+        cfg.merge_from_list(["MODEL.SPLIT_MATCHING.PSEUDO_MASKS.REGION_EMBEDDING", option])
     return cfg
+
+
+NO_MFE = "_no_mfe"
 
 
 REGION_EMBEDDINGS = (("cls", "[CLS] of masked images"), ("cls_attention", "[CLS] copies, region-biased attention"),
@@ -168,10 +177,17 @@ def bench_pseudo_masks(runs: int, device: torch.device):
         print(f"| C_u: {option} | {1000 * clip_times[option]:.1f} | {what}, after the dense forward |")
 
 
-def bench_training_step(runs: int, batch: int, device: torch.device):
+def step_methods():
+    """The training steps timed: the Hungarian baseline, split matching with each C_u, and
+    split matching with ``cls_attention`` C_u and no MFE (the MFE's share of the step)."""
+    return (("hungarian",) + tuple(f"split_matching_{option}" for option, _ in REGION_EMBEDDINGS)
+            + (f"split_matching_cls_attention{NO_MFE}",))
+
+
+def bench_training_step(runs: int, batch: int, device: torch.device, methods=None):
     inputs = synthetic_inputs(batch)
     results = {}
-    methods = ("hungarian",) + tuple(f"split_matching_{option}" for option, _ in REGION_EMBEDDINGS)
+    methods = ["hungarian"] + [m for m in (methods or step_methods()) if m != "hungarian"]
     for method in methods:
         torch.manual_seed(0)
         model = build_model(model_cfg(method, str(device))).train()
@@ -189,9 +205,13 @@ def bench_training_step(runs: int, batch: int, device: torch.device):
     print("| matcher / losses | C_u | s / step | ratio to Hungarian |")
     print("|---|---|---:|---:|")
     print(f"| hungarian (CE, BCE + dice) | - | {base:.2f} | 1.00 |")
-    for option, what in REGION_EMBEDDINGS:
-        seconds = results[f"split_matching_{option}"]
-        print(f"| split matching (+ pseudo masks, MFE) | {option}: {what} | {seconds:.2f} | {seconds / base:.2f} |")
+    what_of = dict(REGION_EMBEDDINGS)
+    for method in methods[1:]:
+        seconds = results[method]
+        option = method[len("split_matching_"):]
+        parts = "+ pseudo masks, no MFE" if option.endswith(NO_MFE) else "+ pseudo masks, MFE"
+        option = option[:-len(NO_MFE)] if option.endswith(NO_MFE) else option
+        print(f"| split matching ({parts}) | {option}: {what_of[option]} | {seconds:.2f} | {seconds / base:.2f} |")
 
 
 TOY_SCENE_STREAM = 3000  # fresh scenes: a seed stream no toy-world split or toy-CLIP draw uses
@@ -271,14 +291,19 @@ def main():
     parser.add_argument("--skip-step", action="store_true", help="leave out the training step")
     parser.add_argument("--skip-toy", action="store_true", help="leave out the toy world's C_u top-1")
     parser.add_argument("--toy-scenes", type=int, default=200, help="fresh toy scenes for the top-1 (default 200)")
+    parser.add_argument("--steps", nargs="+", choices=step_methods(), metavar="METHOD",
+                        help=f"training steps to time, besides hungarian (default all: {' '.join(step_methods()[1:])})")
+    parser.add_argument("--skip-pseudo-masks", action="store_true",
+                        help="leave out the pseudo-mask and per-image CLIP tables")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}")
     if not args.skip_toy:
         bench_toy_region_top1(args.toy_scenes, device)
-    bench_pseudo_masks(args.runs, device)
+    if not args.skip_pseudo_masks:
+        bench_pseudo_masks(args.runs, device)
     if not args.skip_step:
-        bench_training_step(args.runs, args.batch, device)
+        bench_training_step(args.runs, args.batch, device, args.steps)
 
 
 if __name__ == "__main__":
