@@ -319,7 +319,7 @@ def test_toy_ablation_resumes_without_rerunning_finished_runs(tmp_path, capsys):
     assert toy_ablation.read_finished(str(out / "hungarian" / "seed0"), "another-key") is None
 
     # the run store in the results folder outlives the run folders (a fresh checkout)
-    store = results / "runs" / "hungarian"
+    store = results / "runs" / "hungarian" / f"pipeline{toy_ablation.TRAINING_PIPELINE}"
     assert {p.name for p in store.iterdir()} >= {"seed0.json", "seed0.npz", "seed1.json", "seed2.json"}
     shutil.rmtree(out)
     assert toy_ablation.main(argv("0", "1")) == 0
@@ -330,7 +330,7 @@ def test_toy_ablation_resumes_without_rerunning_finished_runs(tmp_path, capsys):
     assert toy_ablation.main(argv("0", extra=variant)) == 0
     printed = capsys.readouterr().out
     assert "weights gone, retraining them for hungarian_bg" in printed and "hungarian_bg seed 0:" in printed
-    assert (store.parent / "hungarian_bg" / "seed0.json").is_file()
+    assert (store.parent.parent / "hungarian_bg" / store.name / "seed0.json").is_file()
     assert toy_ablation.main(argv("0", extra=variant)) == 0  # now both read back
     assert capsys.readouterr().out.count("(read back)") == 2
 
