@@ -91,6 +91,23 @@ TINY_CLIP_CONFIG = {
 }
 
 
+def random_clip_encoder(name: str, architecture: dict):
+    """The real ``CLIPTextImageEncoder`` of the open_clip ``architecture`` (registered as
+    ``name``), random-initialised from seed 0, one prompt template."""
+    import torch
+    from detectron2.config import get_cfg
+
+    from zsmask.config import add_zsmask_config
+    from zsmask.modeling.clip import CLIPTextImageEncoder, register_clip_architecture
+
+    register_clip_architecture(name, architecture)
+    cfg = add_zsmask_config(get_cfg())
+    cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.CLIP.PRETRAINED = name, ""
+    cfg.MODEL.CLIP.PROMPT_TEMPLATE_SET = "single"
+    torch.manual_seed(0)
+    return CLIPTextImageEncoder(cfg)
+
+
 def tiny_model_cfg(tmp_path, train_dataset="", test_dataset="", resnet18=False, **overrides):
     """A detectron2 config of the real ZeroShotMaskFormer at toy size: the tiny CLIP above
     (random init, registered from a JSON file through MODEL.CLIP.ARCHITECTURE_FILE) as text

@@ -15,7 +15,7 @@ from zsmask.modeling.pseudo_masks import (
     window_starts,
 )
 
-from conftest import TINY_CLIP_CONFIG, TINY_CLIP_NAME
+from conftest import TINY_CLIP_CONFIG, TINY_CLIP_NAME, random_clip_encoder
 
 
 def test_window_starts_follow_eq1_index_sets():
@@ -155,17 +155,7 @@ def test_fusion_merges_near_duplicates_transitively_and_keeps_empty_clusters_apa
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    from detectron2.config import get_cfg
-
-    from zsmask.config import add_zsmask_config
-    from zsmask.modeling.clip import CLIPTextImageEncoder, register_clip_architecture
-
-    register_clip_architecture(TINY_CLIP_NAME, TINY_CLIP_CONFIG)
-    cfg = add_zsmask_config(get_cfg())
-    cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.CLIP.PRETRAINED = TINY_CLIP_NAME, ""
-    cfg.MODEL.CLIP.PROMPT_TEMPLATE_SET = "single"
-    torch.manual_seed(0)
-    return CLIPTextImageEncoder(cfg)
+    return random_clip_encoder(TINY_CLIP_NAME, TINY_CLIP_CONFIG)
 
 
 @pytest.mark.parametrize("region_embedding,scales", [("cls", "per_scale"), ("dense", "per_scale"), ("cls", "joint"),

@@ -8,6 +8,8 @@ from zsmask.modeling.clip.region_attention import region_attention_bias
 from zsmask.modeling.clip.visual_towers import vit_embed
 from zsmask.modeling.pseudo_masks import PseudoMaskGenerator
 
+from conftest import random_clip_encoder
+
 THREE_BLOCK_CLIP = "zsmask-test-three-block-vit"
 THREE_BLOCK_CONFIG = {
     "embed_dim": 24,
@@ -18,17 +20,7 @@ THREE_BLOCK_CONFIG = {
 
 @pytest.fixture(scope="module")
 def clip():
-    from detectron2.config import get_cfg
-
-    from zsmask.config import add_zsmask_config
-    from zsmask.modeling.clip import CLIPTextImageEncoder, register_clip_architecture
-
-    register_clip_architecture(THREE_BLOCK_CLIP, THREE_BLOCK_CONFIG)
-    cfg = add_zsmask_config(get_cfg())
-    cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.CLIP.PRETRAINED = THREE_BLOCK_CLIP, ""
-    cfg.MODEL.CLIP.PROMPT_TEMPLATE_SET = "single"
-    torch.manual_seed(0)
-    encoder = CLIPTextImageEncoder(cfg)
+    encoder = random_clip_encoder(THREE_BLOCK_CLIP, THREE_BLOCK_CONFIG)
     with torch.no_grad():  # random-init open_clip has zero biases and unit LayerNorms: make every term count
         for name, param in encoder.model.visual.named_parameters():
             if name.endswith("bias") or "ln" in name:
