@@ -59,7 +59,11 @@ def check_region_attention_tower(visual: nn.Module, what: str) -> None:
     if visual.attn_pool is not None or visual.pool_type != "tok":
         raise ValueError(f"{what} needs a CLIP ViT pooled by its class token; this one pools by "
                          f"{'an attentional pooler' if visual.attn_pool is not None else repr(visual.pool_type)}")
-    attn = visual.transformer.resblocks[0].attn
+    _check_packed_attention(visual.transformer.resblocks[0].attn, what)
+
+
+def _check_packed_attention(attn: nn.Module, what: str) -> None:
+    """ValueError naming ``what`` unless ``attn`` is ``nn.MultiheadAttention`` with one in-projection."""
     if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim:
         raise ValueError(f"{what} needs open_clip blocks with nn.MultiheadAttention (standard CLIP ViTs); "
                          "this tower uses a custom attention")
@@ -82,9 +86,7 @@ def biased_cls_attention(block: nn.Module, queries: torch.Tensor, memory: torch.
     (B, L, W)] (each query to its own key only, not to the other queries) and ``bias``
     (B, heads or 1, N, L) added to the memory logits (None: no bias). Returns (B, N, W)."""
     attn: nn.MultiheadAttention = block.attn
-    if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim:
-        raise ValueError("[CLS] copies with a region bias need open_clip blocks with nn.MultiheadAttention "
-                         "(standard CLIP ViTs); this tower uses a custom attention")
+    _check_packed_attention(attn, "[CLS] copies with a region bias")
     batch, num_queries, width = queries.shape
     heads = attn.num_heads
     head_dim = width // heads
